@@ -1,0 +1,216 @@
+"""Musical time from wall time: an internal clock at a fixed tempo, and a follower of incoming MIDI clock.
+
+Both are pure and time-injected: callers pass ``perf_counter()`` seconds in, nothing here sleeps or
+reads a clock. Positions are in quarter notes ("q") counted from the song start (the DAW's Start, or
+our own first bar), so bar ``b`` begins at ``q = b * bar_q``. A ``Timeline`` is the frozen, linear map
+between the two that the engine and scheduler share; a follower hands out a fresh one on every tick.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+PPQN = 24                 # MIDI clock ticks per quarter note
+SPP_TICKS = 6             # Song Position Pointer counts 16ths: 6 ticks each
+FIT_MAX_TICKS = 4 * PPQN  # longest tempo fit: four beats of ticks
+CHANGE_RUN = 3            # this many ticks in a row off the fitted line -> the tempo changed
+CHANGE_MIN_S = 0.0015     # never call a tick "off" by less than this (above JACK period-64 jitter)
+LOST_QUARTERS = 2.0       # no clock for this many quarters -> clock lost
+
+
+def bar_quarters(beats_per_bar: int, beat_unit: int) -> float:
+    """Length of one bar in quarter notes (6/8 -> 3.0)."""
+    return beats_per_bar * 4.0 / beat_unit
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The linear map  t = t0 + (q - q0) * quarter_s  between seconds and quarter notes."""
+    t0: float          # seconds (perf_counter) at position q0
+    q0: float          # quarter notes since song start
+    quarter_s: float   # seconds per quarter note
+
+    @property
+    def bpm(self) -> float:
+        return 60.0 / self.quarter_s
+
+    def time_of(self, q):
+        """Quarter-note position(s) -> seconds. Works on floats and numpy arrays alike."""
+        return self.t0 + (q - self.q0) * self.quarter_s
+
+    def position(self, t: float) -> float:
+        """Seconds -> quarter-note position."""
+        return self.q0 + (t - self.t0) / self.quarter_s
+
+
+@dataclass(frozen=True)
+class InternalClock:
+    """A steady clock: bar 0 starts at ``start_s``; tempo changes re-anchor so position is continuous."""
+    bpm: float
+    beats_per_bar: int = 4
+    beat_unit: int = 4
+    start_s: float = 0.0     # seconds at which the anchor position sounds
+    start_q: float = 0.0     # the anchor position (0 for a fresh start)
+
+    def __post_init__(self):
+        if not 20.0 <= self.bpm <= 400.0:
+            raise ValueError(f"bpm must be in 20..400, got {self.bpm:g}")
+        bar_quarters(self.beats_per_bar, self.beat_unit)  # meter sanity is the Codec's job
+
+    @property
+    def bar_q(self) -> float:
+        return bar_quarters(self.beats_per_bar, self.beat_unit)
+
+    @property
+    def timeline(self) -> Timeline:
+        return Timeline(self.start_s, self.start_q, 60.0 / self.bpm)
+
+    def bar_start(self, bar: int) -> float:
+        """Seconds at which bar ``bar`` begins."""
+        return self.timeline.time_of(bar * self.bar_q)
+
+    def bar_at(self, t: float) -> int:
+        return math.floor(self.timeline.position(t) / self.bar_q + 1e-9)
+
+    def with_bpm(self, bpm: float, at_s: float) -> "InternalClock":
+        """The same clock continuing at a new tempo from ``at_s`` (no jump in position)."""
+        return InternalClock(bpm, self.beats_per_bar, self.beat_unit, at_s, self.timeline.position(at_s))
+
+
+class ClockFollower:
+    """Follows MIDI clock (24 PPQN), Start, Stop, Continue and Song Position Pointer.
+
+    Feed it ``(kind, t, extra)`` with kind in {"clock", "start", "stop", "continue", "songpos"};
+    ``extra`` is the SPP value in 16ths for "songpos". Per the MIDI spec, the first clock after Start
+    (or Continue) marks the start position; every later clock advances one tick.
+
+    Tempo is a least-squares line through recent tick times, which sees through the transport's
+    jitter (JACK delivers in periods). The line spans up to ``FIT_MAX_TICKS`` (four beats) while the
+    tempo holds; when ticks leave it (``CHANGE_RUN`` in a row off by more than the jitter) the fit
+    restarts from those ticks, so a tempo change is followed within a beat. Ticks are fitted while
+    stopped too, since DAWs send clock then.
+    """
+
+    def __init__(self, beats_per_bar: int = 4, beat_unit: int = 4, default_bpm: float = 120.0):
+        self.bar_q = bar_quarters(beats_per_bar, beat_unit)
+        self.running = False
+        self._armed = False                   # Start/Continue seen, waiting for the first tick
+        self._next_tick = 0                   # song position (ticks) the next clock will mark
+        self._song_tick = -1                  # song position (ticks) of the last clock while running
+        self._times = np.zeros(FIT_MAX_TICKS)  # ring of recent tick times, slot = counter % size
+        self._n = 0                           # ticks seen in total
+        self._m = 0                           # ticks in the current fit segment (<= FIT_MAX_TICKS)
+        self._off_run = 0                     # consecutive ticks off the line, same sign
+        self._quarter_s = 60.0 / default_bpm
+        self._tick_s = self._quarter_s / PPQN
+        self._line = (0.0, self._tick_s)      # fitted time at the last tick, seconds per tick
+        self._tol = CHANGE_MIN_S
+        self._last_t = -math.inf
+        self._timeline: Timeline | None = None
+
+    # -- input -------------------------------------------------------------------------------
+    def feed(self, kind: str, t: float, extra: int = 0) -> None:
+        if kind == "clock":
+            self._clock(t)
+        elif kind == "start":
+            self._armed, self._next_tick = True, 0
+        elif kind == "continue":
+            self._armed = True
+        elif kind == "stop":
+            self._stop()
+        elif kind == "songpos":
+            # Legal while stopped (where to Continue from); a DAW jumping while running also sends it.
+            self._next_tick = int(extra) * SPP_TICKS
+        else:
+            raise ValueError(f"unknown clock message {kind!r}")
+
+    def _clock(self, t: float) -> None:
+        if t - self._last_t > LOST_QUARTERS * self._quarter_s:
+            self._m = 0                       # a gap: old ticks say nothing about the new tempo
+        elif self._m >= 4:
+            # Does this tick still sit on the line? A run of misses on one side means a new tempo.
+            miss = t - (self._line[0] + self._line[1])
+            if abs(miss) > self._tol:
+                side = 1 if miss > 0 else -1
+                self._off_run = self._off_run + side if self._off_run * side > 0 else side
+                if abs(self._off_run) >= CHANGE_RUN:
+                    self._m = CHANGE_RUN - 1  # keep the ticks that showed the change
+                    self._off_run = 0
+            else:
+                self._off_run = 0
+        self._last_t = t
+        self._times[self._n % FIT_MAX_TICKS] = t
+        self._n += 1
+        self._m = min(self._m + 1, FIT_MAX_TICKS)
+        self._fit()
+        if self._armed:
+            self._armed, self.running = False, True
+        if self.running:
+            self._song_tick = self._next_tick
+            self._next_tick += 1
+            # The line's value at this tick is a better anchor than its jittered arrival.
+            self._timeline = Timeline(self._line[0], self._song_tick / PPQN, self._quarter_s)
+
+    def _fit(self) -> None:
+        m = self._m
+        if m < 2:
+            self._line = (self._last_t, self._tick_s)
+            return
+        x = np.arange(self._n - m, self._n, dtype=np.float64)
+        y = self._times[(self._n - m + np.arange(m)) % FIT_MAX_TICKS]
+        xc = x - x.mean()
+        slope = (xc * (y - y.mean())).sum() / (xc * xc).sum()     # seconds per tick
+        if slope <= 0:
+            return
+        resid = y - (y.mean() + slope * xc)
+        self._tick_s, self._quarter_s = slope, slope * PPQN
+        self._line = (y.mean() + slope * xc[-1], slope)
+        if m >= 8:                            # enough ticks to say how large the jitter is
+            self._tol = max(CHANGE_MIN_S, 4.0 * float(np.sqrt((resid * resid).mean())))
+
+    def _stop(self) -> None:
+        self.running, self._armed = False, False
+        self._next_tick = self._song_tick + 1   # Continue resumes after the last tick played
+        self._timeline = None
+
+    # -- queries -----------------------------------------------------------------------------
+    @property
+    def bpm(self) -> float:
+        return 60.0 / self._quarter_s
+
+    @property
+    def timeline(self) -> Timeline | None:
+        """The current seconds <-> quarters map while running, else None."""
+        return self._timeline
+
+    def lost(self, now: float) -> bool:
+        """True when running but no clock has arrived for two beats (quarters)."""
+        return self.running and now - self._last_t > LOST_QUARTERS * self._quarter_s
+
+    def position(self, now: float) -> float | None:
+        """Quarter notes since song start at ``now`` (never beyond the next tick), or None if stopped."""
+        if self._timeline is None:
+            return None
+        return min(self._timeline.position(now), (self._song_tick + 1) / PPQN)
+
+    def bar_beat(self, now: float) -> tuple[int, float] | None:
+        """(bar, quarter within bar) counted from the DAW's start, or None if stopped."""
+        q = self.position(now)
+        if q is None:
+            return None
+        bar = math.floor(q / self.bar_q + 1e-9)
+        return bar, q - bar * self.bar_q
+
+    def next_bar_time(self, now: float) -> float | None:
+        """Predicted seconds of the next bar line after ``now``, or None if stopped."""
+        q = self.position(now)
+        if q is None:
+            return None
+        nxt = (math.floor(q / self.bar_q + 1e-9) + 1) * self.bar_q
+        return self._timeline.time_of(nxt)
+
+    def mark_lost(self) -> None:
+        """The caller saw ``lost()``: stop as if the DAW had sent Stop."""
+        self._stop()
