@@ -1,0 +1,248 @@
+"""Sending MIDI at absolute times: a batch format, a note tracker, and the send thread.
+
+The worker prepares each bar as a ``Batch`` (messages sorted by absolute ``perf_counter`` seconds,
+plus their musical positions in quarter notes so a moving external clock can retime what is still
+pending). The ``Scheduler`` thread sleeps until about a millisecond before the next message, spins
+the rest, and sends. Everything it sent passes through a ``NoteTracker``, so ``panic()`` and
+``close()`` can always switch off every note still sounding.
+
+The send loop does nothing else: no logging, no formatting, and no allocation it can avoid (the
+pending messages are kept as plain lists, prepared by ``submit`` on the caller's thread).
+
+An output is anything with ``send(msg: mido.Message)``; ``RecordingOutput`` is the twin that tests
+use: it records ``(t, msg)``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import mido
+import numpy as np
+
+from .clock import Timeline
+
+ALL_NOTES_OFF_CC = 123
+SPIN_S = 0.001            # sleep until this long before an event, then spin: timed waits overshoot
+LATE_RING = 4096          # recent send lateness values kept for the status line and the benchmark
+
+
+class Output(Protocol):
+    def send(self, msg: mido.Message) -> None: ...
+
+
+class RecordingOutput:
+    """The recording twin of a MIDI output: keeps ``(t, msg)`` for every message sent."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.sent: list[tuple[float, mido.Message]] = []
+
+    def send(self, msg: mido.Message) -> None:
+        self.sent.append((self.clock(), msg))
+
+    def messages(self, type_: str | None = None) -> list[mido.Message]:
+        return [m for _, m in self.sent if type_ is None or m.type == type_]
+
+
+def _order(msg: mido.Message) -> int:
+    """Tie-break for equal times: clock first, then note-offs (so a re-strike works), then the rest."""
+    if msg.is_realtime:
+        return 0
+    if msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0):
+        return 1
+    return 2
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Messages to send, sorted by time (ties: realtime, note-offs, others)."""
+    times: np.ndarray       # (n,) float64, perf_counter seconds
+    positions: np.ndarray   # (n,) float64, quarter notes since song start; NaN = never retimed
+    messages: tuple         # (n,) mido.Message
+
+    @classmethod
+    def build(cls, times, positions, messages) -> "Batch":
+        times = np.asarray(times, np.float64)
+        positions = np.asarray(positions, np.float64)
+        if not (len(times) == len(positions) == len(messages)):
+            raise ValueError("times, positions and messages must have equal length")
+        order = np.lexsort((np.array([_order(m) for m in messages], np.int8), times))
+        return cls(times[order], positions[order], tuple(messages[i] for i in order))
+
+    @classmethod
+    def empty(cls) -> "Batch":
+        return cls(np.zeros(0), np.zeros(0), ())
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def merged(self, other: "Batch") -> "Batch":
+        return Batch.build(np.concatenate([self.times, other.times]),
+                           np.concatenate([self.positions, other.positions]),
+                           self.messages + other.messages)
+
+    def retimed(self, timeline: Timeline) -> "Batch":
+        fixed = np.isnan(self.positions)
+        times = np.where(fixed, self.times, timeline.time_of(self.positions))
+        return Batch.build(times, self.positions, self.messages)
+
+
+class NoteTracker:
+    """Which notes are sounding on which channel, counting re-strikes of one key."""
+
+    def __init__(self):
+        self.counts = np.zeros((16, 128), np.int32)
+        self.used = np.zeros(16, bool)          # channels we ever sent a note on
+
+    def update(self, msg: mido.Message) -> None:
+        t = msg.type
+        if t == "note_on" and msg.velocity > 0:
+            self.counts[msg.channel, msg.note] += 1
+            self.used[msg.channel] = True
+        elif t == "note_off" or t == "note_on":
+            if self.counts[msg.channel, msg.note] > 0:
+                self.counts[msg.channel, msg.note] -= 1
+
+    def sounding(self) -> int:
+        return int(self.counts.sum())
+
+    def note_offs(self) -> list[mido.Message]:
+        """One note-off per note-on still sounding."""
+        offs = []
+        for ch, note in zip(*np.nonzero(self.counts)):
+            offs += [mido.Message("note_off", channel=int(ch), note=int(note))] * int(self.counts[ch, note])
+        return offs
+
+    def clear(self) -> None:
+        self.counts[:] = 0
+
+
+class Scheduler:
+    """A thread that sends each pending message at its absolute time on ``clock``."""
+
+    def __init__(self, output: Output, clock: Callable[[], float] = time.perf_counter,
+                 spin_s: float = SPIN_S):
+        self.output = output
+        self.clock = clock
+        self.spin_s = spin_s
+        self.tracker = NoteTracker()
+        self.error: Exception | None = None     # set if the output failed; the thread then stops
+        self.lateness = np.full(LATE_RING, np.nan)  # seconds each message went out after its time
+        self._n_sent = 0
+        self._cond = threading.Condition()
+        self._pending = Batch.empty()
+        self._times: list[float] = []           # the pending batch as lists: the loop's fast view
+        self._msgs: list[mido.Message] = []
+        self._i = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # -- control (any thread) ---------------------------------------------------------------
+    def start(self) -> "Scheduler":
+        self._thread = threading.Thread(target=self._run, name="sidl-send", daemon=True)
+        self._thread.start()
+        return self
+
+    def submit(self, batch: Batch) -> None:
+        """Add messages; they are merged in time order with what is still pending."""
+        with self._cond:
+            self._set_pending(self._remaining().merged(batch))
+
+    def retime(self, timeline: Timeline) -> None:
+        """Move pending messages that have positions onto a new seconds <-> quarters map."""
+        with self._cond:
+            if self._i < len(self._times):
+                self._set_pending(self._remaining().retimed(timeline))
+
+    def cancel(self) -> None:
+        """Drop everything pending (notes already sounding keep sounding: see ``panic``)."""
+        with self._cond:
+            self._set_pending(Batch.empty())
+
+    def panic(self) -> None:
+        """Cancel what is pending and silence now: a note-off per sounding note, CC 123 on used channels."""
+        with self._cond:
+            self._set_pending(Batch.empty())
+            msgs = self.tracker.note_offs()
+            msgs += [mido.Message("control_change", channel=int(ch), control=ALL_NOTES_OFF_CC, value=0)
+                     for ch in np.nonzero(self.tracker.used)[0]]
+            for msg in msgs:
+                try:
+                    self.output.send(msg)
+                except Exception as e:          # a vanished port: nothing left to silence there
+                    self.error = self.error or e
+                    break
+            self.tracker.clear()
+
+    def close(self) -> None:
+        """Stop the thread and always silence what is sounding."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        self.panic()
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._times) - self._i
+
+    def recent_lateness(self) -> np.ndarray:
+        """Lateness (seconds) of up to the last ``LATE_RING`` messages sent."""
+        n = min(self._n_sent, LATE_RING)
+        return self.lateness[:n].copy() if self._n_sent <= LATE_RING else self.lateness.copy()
+
+    # -- sending ---------------------------------------------------------------------------------
+    def send_due(self, now: float) -> int:
+        """Send every pending message whose time is <= ``now``; the caller holds the lock (or is a test)."""
+        sent = 0
+        times, msgs, i, n = self._times, self._msgs, self._i, len(self._times)
+        while i < n and times[i] <= now:
+            msg = msgs[i]
+            self.output.send(msg)
+            self.tracker.update(msg)
+            self.lateness[self._n_sent % LATE_RING] = now - times[i]
+            self._n_sent += 1
+            i += 1
+            sent += 1
+        self._i = i
+        return sent
+
+    def _run(self) -> None:
+        clock, cond = self.clock, self._cond
+        while True:
+            with cond:
+                while not self._closed and self._i >= len(self._times):
+                    cond.wait()
+                if self._closed:
+                    return
+                t_next = self._times[self._i]
+                wait = t_next - clock() - self.spin_s
+                if wait > 0:
+                    cond.wait(wait)             # submit/retime/cancel wake us early: look again
+                    continue
+            while clock() < t_next:             # spin the last stretch, outside the lock
+                pass
+            with cond:
+                try:
+                    self.send_due(clock())
+                except Exception as e:          # the port went away: stop; the engine sees .error
+                    self.error = e
+                    self._closed = True
+                    return
+
+    def _remaining(self) -> Batch:
+        p = self._pending
+        i = self._i
+        return Batch(p.times[i:], p.positions[i:], p.messages[i:])
+
+    def _set_pending(self, batch: Batch) -> None:
+        self._pending = batch
+        self._times = batch.times.tolist()
+        self._msgs = list(batch.messages)
+        self._i = 0
+        self._cond.notify()
