@@ -177,6 +177,15 @@ class Scheduler:
                     break
             self.tracker.clear()
 
+    def send_now(self, msg: mido.Message) -> None:
+        """Send one message at once, in order with the send thread (MIDI Stop on the way out)."""
+        with self._cond:
+            try:
+                self.output.send(msg)
+                self.tracker.update(msg)
+            except Exception as e:
+                self.error = self.error or e
+
     def close(self) -> None:
         """Stop the thread and always silence what is sounding."""
         with self._cond:

@@ -1,0 +1,141 @@
+"""One bar of output from one bar of input: encode -> edit -> decode, under the current controls.
+
+This is the engine's compute on the live path, and it is pure given its inputs and the little state
+it carries from bar to bar (the current groove and the seeded generator), so tests can run hundreds
+of bars without a clock or a port.
+
+The model is injected: anything with
+
+    codec       : Codec                             what a bar array means
+    k           : int                               winners per code position used live
+    usage       : (n_atoms, positions) float        meter prior: atom use per position of the bar
+    transitions : (n_atoms, n_atoms) float          meter prior: atom -> next-position atom
+    encode_bar(x: (steps, channels) float32, k) -> (idx, val), each (positions, k)
+    decode_bar(idx, val) -> (steps, channels) float32
+    atom_scale  : (n_atoms,) float, optional        typical value of each atom (default 1.0)
+
+A preset loaded by ``sidl.realtime.preset`` provides it; tests use a small numpy stand-in.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from .codecs import decode_notes, encode_notes
+from .controls import Controls
+from .edit import keep_top_atoms, last_atom, n_active, stitch_bar, swap_atoms, vary_atoms
+from .grid import Codec
+from .notes import NoteArray
+
+
+class BarModel(Protocol):
+    codec: Codec
+    k: int
+    usage: np.ndarray
+    transitions: np.ndarray
+
+    def encode_bar(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def decode_bar(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray: ...
+
+
+def default_mode(codec: Codec) -> str:
+    """Drum presets generate by default; piano presets simplify what is played."""
+    return "generate" if codec.name == "drums" else "simplify"
+
+
+class Composer:
+    """Composes bars for ``model`` in ``meter`` (default: the preset's own).
+
+    In another meter than the preset's, code positions keep their length (``stride`` steps) and the
+    meter prior is read cyclically: position p of a 3/4 bar uses the 4/4 prior's position p.
+    """
+
+    def __init__(self, model: BarModel, meter: tuple[int, int] | None = None):
+        self.model = model
+        self.codec = model.codec if meter is None else model.codec.with_meter(*meter)
+        self.steps = self.codec.steps_per_bar
+        trained_positions = model.usage.shape[1]
+        stride, rest = divmod(model.codec.steps_per_bar, trained_positions)
+        if rest or self.steps % stride:
+            raise ValueError(f"meter {self.codec.beats_per_bar}/{self.codec.beat_unit} does not fit "
+                             f"this preset's atoms of {stride} steps")
+        self.positions = self.steps // stride
+        cycle = np.arange(self.positions) % trained_positions
+        self.usage = np.ascontiguousarray(model.usage[:, cycle])
+        self.scale = getattr(model, "atom_scale", None)
+        self.atoms_in_use = 0                 # of the last bar, for the status line
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the groove (mode, preset or seed change)."""
+        self._rng: np.random.Generator | None = None
+        self._seed: int | None = None
+        self._groove = None                   # (density, idx, val) the generated bars vary on
+        self._prev_atom: int | None = None
+
+    def compose(self, bar: int, played: NoteArray, c: Controls) -> NoteArray:
+        """Notes for bar ``bar`` (in steps from its start) given the bar ``played`` before it (steps)."""
+        if c.seed != self._seed:
+            self._rng, self._seed, self._groove = np.random.default_rng(c.seed), c.seed, None
+        x_in = None
+        if len(played):
+            x_in = encode_notes(self.codec, played.scaled(1.0 / self.codec.steps_per_beat), self.steps)
+        if c.mode == "generate":
+            idx, val = self._answer(x_in, c) if (c.follow and x_in is not None) else self._generate(bar, c)
+        elif x_in is None:                    # simplify / echo of silence is silence
+            self.atoms_in_use = 0
+            return NoteArray.empty()
+        else:
+            idx, val = self.model.encode_bar(x_in, self.model.k)
+            if c.mode == "simplify":
+                idx, val = keep_top_atoms(idx, val, c.keep)
+        self.atoms_in_use = n_active(val)
+        self._prev_atom = last_atom(idx, val)
+        y = self.model.decode_bar(idx, val)
+        if c.mode == "simplify":
+            y = keep_velocities(y, x_in, self.codec.n_voices)
+        notes = decode_notes(self.codec, y, quantize=c.quantize)
+        return notes.scaled(self.codec.steps_per_beat)
+
+    def _generate(self, bar: int, c: Controls):
+        m, rng, usage = self.model, self._rng, self.usage
+        if self._groove is None or self._groove[0] != c.density:
+            idx, val = stitch_bar(rng, usage, m.transitions, c.density, self._prev_atom, self.scale)
+            self._groove = (c.density, idx, val)
+        _, idx, val = self._groove
+        idx, val = vary_atoms(idx, val, rng, c.variation, usage)
+        if c.fill_every and (bar + 1) % c.fill_every == 0:
+            # A fill: the second half of the bar restitched, busier, continuing from the first half.
+            half = self.positions // 2
+            f_idx, f_val = stitch_bar(rng, usage[:, half:], m.transitions, min(c.density + 1.0, 4.0),
+                                      last_atom(idx[:half], val[:half]), self.scale)
+            k = max(idx.shape[1], f_idx.shape[1])
+            (idx, val), (f_idx, f_val) = _pad(idx, val, k), _pad(f_idx, f_val, k)
+            idx[half:], val[half:] = f_idx, f_val
+        return idx, val
+
+    def _answer(self, x_in: np.ndarray, c: Controls):
+        """--follow: the played bar's strongest atoms, shuffled and mutated by ``variation``."""
+        idx, val = self.model.encode_bar(x_in, self.model.k)
+        idx, val = keep_top_atoms(idx, val, c.keep)
+        idx, val = swap_atoms(idx, val, self._rng, c.variation / 2)
+        return vary_atoms(idx, val, self._rng, c.variation, self.usage)
+
+
+def keep_velocities(y: np.ndarray, x: np.ndarray, n_voices: int) -> np.ndarray:
+    """Where the decoded bar ``y`` and the played bar ``x`` both hit, use the played velocity."""
+    y = y.copy()
+    both = (y[:, :n_voices] > 0.5) & (x[:, :n_voices] > 0.5)
+    vel = y[:, n_voices:2 * n_voices]
+    vel[both] = x[:, n_voices:2 * n_voices][both]
+    return y
+
+
+def _pad(idx: np.ndarray, val: np.ndarray, k: int):
+    """Widen a code to at least ``k`` columns with empty slots."""
+    if idx.shape[1] >= k:
+        return idx, val
+    extra = k - idx.shape[1]
+    return (np.pad(idx, ((0, 0), (0, extra))), np.pad(val, ((0, 0), (0, extra))))

@@ -1,0 +1,74 @@
+"""What a player can change live, and the MIDI CC numbers that change it: one table, one pure function.
+
+``Controls`` is a frozen value: the engine swaps in a new one on each CC and hands the worker a
+snapshot with every bar, so the worker never sees a half-applied change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+MODES = ("generate", "simplify", "echo")
+MAX_DENSITY = 4.0        # atoms per code position at CC value 127
+MAX_KEEP = 32            # atoms per bar at CC value 127
+PANIC_CC = 123           # "all notes off": we silence everything we sent
+
+# CC number -> (field, what the 0..127 value means). Printed by `sidl-live --help`; keep in sync.
+CC_TABLE = {
+    20: ("amount", f"generate: density 0..{MAX_DENSITY:g} atoms per beat; simplify: keep 1..{MAX_KEEP} atoms"),
+    21: ("variation", "0..1: how much each bar departs from the groove / the played bar"),
+    22: ("reroll", "value >= 64: a new seed (a new groove)"),
+    23: ("mode", "0-42 generate, 43-85 simplify, 86-127 echo"),
+    24: ("follow", ">= 64: answer what is played (generate)"),
+    25: ("fill_every", "0: no fills, else a fill every N bars (N = value)"),
+    26: ("quantize", ">= 64: no microtiming, every note on the grid"),
+}
+
+
+@dataclass(frozen=True)
+class Controls:
+    mode: str = "generate"
+    follow: bool = False
+    keep: int = 8              # simplify / follow: atoms kept per bar
+    density: float = 1.0       # generate: atoms per code position (a beat for the shipped presets)
+    variation: float = 0.2     # 0..1
+    seed: int = 0
+    fill_every: int = 0        # bars; 0 = never
+    quantize: bool = False
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.keep < 1:
+            raise ValueError("keep must be >= 1")
+        if not 0.0 <= self.density <= MAX_DENSITY:
+            raise ValueError(f"density must be in 0..{MAX_DENSITY:g}")
+        if not 0.0 <= self.variation <= 1.0:
+            raise ValueError("variation must be in 0..1")
+        if self.fill_every < 0:
+            raise ValueError("fill-every must be >= 0")
+
+
+def apply_cc(c: Controls, control: int, value: int) -> Controls:
+    """The controls after CC ``control`` = ``value`` (unchanged for numbers not in ``CC_TABLE``)."""
+    field = CC_TABLE.get(control, (None,))[0]
+    if field == "amount":
+        if c.mode == "simplify":
+            return replace(c, keep=1 + round(value * (MAX_KEEP - 1) / 127))
+        return replace(c, density=round(value * MAX_DENSITY / 127, 3))
+    if field == "variation":
+        return replace(c, variation=round(value / 127, 3))
+    if field == "reroll":
+        return replace(c, seed=c.seed + 1) if value >= 64 else c
+    if field == "mode":
+        return replace(c, mode=MODES[min(value * len(MODES) // 128, len(MODES) - 1)])
+    if field == "follow":
+        return replace(c, follow=value >= 64)
+    if field == "fill_every":
+        return replace(c, fill_every=value)
+    if field == "quantize":
+        return replace(c, quantize=value >= 64)
+    return c
+
+
+def cc_help() -> str:
+    return "; ".join(f"CC {n}: {text}" for n, (_, text) in CC_TABLE.items()) + f"; CC {PANIC_CC}: panic"
