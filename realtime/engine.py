@@ -1,0 +1,339 @@
+"""The live engine: clock -> bar buffer -> encode -> edit -> decode -> scheduled sends for the next bar.
+
+Three threads, each with one job:
+
+* the input callback (the MIDI backend's real-time thread, see ``ports``) only stamps and queues;
+* the conductor (``run_live``, the caller's thread) drains that queue: clock messages move the
+  clock, notes go into the bar buffer stamped with their song position, CCs change the controls.
+  When a bar's input window closes it hands a ``BarJob`` to
+* the worker, which composes the next bar (``Composer``: the model's encode/decode, never on the
+  input thread) and submits it to the ``Scheduler``, whose thread sends at absolute times.
+
+A bar's input window closes half a grid step before the bar line: a note played there is rounded
+by the codec to the next bar's first step anyway, and the half step (62 ms at 120 BPM) is the
+worker's budget to prepare bar N+1 before it starts. Bars are counted from the song start: our own
+first bar, or the DAW's Start / Song Position Pointer when following its clock (``--sync``).
+
+Policy when late: a bar that is already half a step under way is dropped, the clock is kept.
+Whatever stops the engine (MIDI Stop, lost clock, CC 123, a mode or preset change, a vanished port,
+Ctrl-C) silences every note it started.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import mido
+import numpy as np
+
+from .clock import PPQN, ClockFollower, InternalClock, Timeline, bar_quarters
+from .compose import BarModel, Composer
+from .controls import PANIC_CC, Controls, apply_cc
+from .notes import NoteArray
+from .scheduler import Batch, Scheduler
+
+PANIC, RETIME = "panic", "retime"         # what the conductor must do after feed()/poll()
+TIMING_RING = 1024                        # recent compute times kept for the status line
+
+
+@dataclass(frozen=True)
+class BarJob:
+    bar: int                 # the bar to render
+    played: NoteArray        # the window that just closed, in steps from the previous bar's start
+    controls: Controls
+    timeline: Timeline       # seconds <-> quarters when the job was made
+    reset: bool = False      # forget the groove first (mode or preset change)
+
+
+class BarBuffer:
+    """Notes played into the input, stamped with song position in quarter notes."""
+
+    def __init__(self):
+        self.start: list[float] = []
+        self.end: list[float] = []
+        self.pitch: list[int] = []
+        self.velocity: list[int] = []
+        self._open: dict[int, int] = {}     # pitch -> index of its sounding note
+
+    def note_on(self, q: float, pitch: int, velocity: int) -> None:
+        self._open[pitch] = len(self.start)
+        self.start.append(q)
+        self.end.append(math.nan)
+        self.pitch.append(pitch)
+        self.velocity.append(velocity)
+
+    def note_off(self, q: float, pitch: int) -> None:
+        i = self._open.pop(pitch, None)
+        if i is not None:
+            self.end[i] = q
+
+    def take(self, q0: float, q1: float, origin_q: float, steps_per_quarter: int) -> NoteArray:
+        """Notes starting in [q0, q1) in steps from ``origin_q``; they (and anything older) leave."""
+        start = np.array(self.start)
+        m = (start >= q0) & (start < q1)
+        end = np.array(self.end)[m]
+        end = np.where(np.isnan(end), q1, np.minimum(end, q1))   # still held: cut at the window end
+        notes = NoteArray((start[m] - origin_q) * steps_per_quarter, (end - origin_q) * steps_per_quarter,
+                          np.array(self.pitch, np.int16)[m], np.array(self.velocity, np.int16)[m])
+        keep = [i for i, s in enumerate(self.start) if s >= q1]
+        self.start, self.end = [self.start[i] for i in keep], [self.end[i] for i in keep]
+        self.pitch, self.velocity = [self.pitch[i] for i in keep], [self.velocity[i] for i in keep]
+        self._open = {p: keep.index(i) for p, i in self._open.items() if i in keep}
+        return notes
+
+    def clear(self) -> None:
+        self.__init__()
+
+
+class Engine:
+    """Bars in, bars out, on injected time. Conductor: ``feed``, ``poll``, ``due``; worker: ``render``."""
+
+    def __init__(self, model: BarModel, controls: Controls, *, channel: int,
+                 clock: InternalClock | None, meter: tuple[int, int] = (4, 4), send_clock: bool = False):
+        if not 0 <= channel <= 15:
+            raise ValueError("channel must be in range 0..15")
+        self.composer = Composer(model, meter)
+        self.codec = self.composer.codec
+        self.controls = controls
+        self.channel = channel
+        self.internal = clock
+        self.follower = None if clock is not None else ClockFollower(*meter)
+        self.send_clock = send_clock
+        self.bar_q = bar_quarters(*meter)
+        self.spq = self.codec.steps_per_beat      # grid steps per quarter note
+        self.half_q = 0.5 / self.spq             # the input window closes this early
+        self.buffer = BarBuffer()
+        self.dropped = 0                          # bars skipped because we were late
+        self.compute_s = np.full(TIMING_RING, np.nan)   # seconds per render(), ring
+        self._n_rendered = 0
+        self._next_bar: int | None = None
+        self._first_bar: int | None = None
+        self._reset = False
+        self._msg_cache: dict = {}
+
+    @property
+    def timeline(self) -> Timeline | None:
+        return self.internal.timeline if self.internal is not None else self.follower.timeline
+
+    def position(self, t: float) -> float | None:
+        tl = self.timeline
+        if tl is None:
+            return None
+        return self.follower.position(t) if self.follower is not None else tl.position(t)
+
+    # -- conductor ----------------------------------------------------------------------------
+    def feed(self, t: float, data: list[int]) -> str | None:
+        """One incoming MIDI message (raw bytes, stamped ``t``); returns PANIC, RETIME or None."""
+        status = data[0]
+        if status >= 0xF0:
+            return self._clock_message(status, t, data)
+        kind = status & 0xF0
+        if kind == 0x90 and data[2] > 0:
+            q = self.position(t)
+            if q is not None:
+                self.buffer.note_on(q, data[1], data[2])
+        elif kind == 0x80 or kind == 0x90:
+            q = self.position(t)
+            if q is not None:
+                self.buffer.note_off(q, data[1])
+        elif kind == 0xB0:
+            if data[1] == PANIC_CC:
+                return PANIC
+            new = apply_cc(self.controls, data[1], data[2])
+            changed_mode = new.mode != self.controls.mode or new.follow != self.controls.follow
+            self.controls = new
+            if changed_mode:
+                self._reset = True
+                return PANIC
+        return None
+
+    def _clock_message(self, status: int, t: float, data: list[int]) -> str | None:
+        f = self.follower
+        if f is None:                              # internal clock: incoming clock is ignored
+            return None
+        if status == 0xF8:
+            f.feed("clock", t)
+            return RETIME if f.running else None
+        if status == 0xFA or status == 0xFB:
+            f.feed("start" if status == 0xFA else "continue", t)
+            self._next_bar = None                  # set from the position at the first tick
+            return None
+        if status == 0xFC:
+            f.feed("stop", t)
+            return self._stopped()
+        if status == 0xF2 and len(data) == 3:
+            f.feed("songpos", t, data[1] | (data[2] << 7))
+        return None
+
+    def poll(self, now: float) -> str | None:
+        """Housekeeping between messages: a clock silent for two beats stops us."""
+        if self.follower is not None and self.follower.lost(now):
+            self.follower.mark_lost()
+            return self._stopped()
+        return None
+
+    def _stopped(self) -> str:
+        self._next_bar = None
+        self.buffer.clear()
+        return PANIC
+
+    def due(self, now: float) -> list[BarJob]:
+        """Bars whose input window has closed by ``now``, ready for the worker."""
+        tl = self.timeline
+        if tl is None:
+            return []
+        if self._next_bar is None:
+            self._next_bar = math.ceil((self.position(now) - self.half_q) / self.bar_q - 1e-9)
+            self._first_bar = self._next_bar
+        jobs = []
+        while True:
+            b = self._next_bar
+            close_q = b * self.bar_q - self.half_q
+            if tl.time_of(close_q) > now:
+                return jobs
+            played = self.buffer.take(close_q - self.bar_q, close_q, (b - 1) * self.bar_q, self.spq)
+            self._next_bar = b + 1
+            if tl.time_of(b * self.bar_q + self.half_q) < now:   # already half a step in: drop it
+                self.dropped += 1
+                continue
+            jobs.append(BarJob(b, played, self.controls, tl, self._reset))
+            self._reset = False
+
+    # -- worker ---------------------------------------------------------------------------------
+    def render(self, job: BarJob) -> Batch:
+        """Compose bar ``job.bar`` and time it: the compute on the live path, measured."""
+        t0 = time.perf_counter()
+        if job.reset:
+            self.composer.reset()
+        notes = self.composer.compose(job.bar, job.played, job.controls)
+        batch = self._batch(job, notes)
+        self.compute_s[self._n_rendered % TIMING_RING] = time.perf_counter() - t0
+        self._n_rendered += 1
+        return batch
+
+    def _batch(self, job: BarJob, notes: NoteArray) -> Batch:
+        bar_q0 = job.bar * self.bar_q
+        q_on = bar_q0 + notes.start / self.spq
+        q_off = bar_q0 + notes.end / self.spq
+        msg = self._note_msg
+        msgs = [msg(True, int(p), int(v)) for p, v in zip(notes.pitch, notes.velocity)]
+        msgs += [msg(False, int(p), 0) for p in notes.pitch]
+        positions = np.concatenate([q_on, q_off])
+        if self.send_clock:
+            ticks = bar_q0 + np.arange(round(self.bar_q * PPQN)) / PPQN
+            clock = [self._cached("clock")] * len(ticks)
+            if job.bar == self._first_bar:
+                clock, ticks = [self._cached("start")] + clock, np.concatenate([[bar_q0], ticks])
+            msgs, positions = clock + msgs, np.concatenate([ticks, positions])
+        return Batch.build(job.timeline.time_of(positions), positions, msgs)
+
+    def _note_msg(self, on: bool, pitch: int, velocity: int) -> mido.Message:
+        # mido validates every new message (~5 us): a bar's notes come from a small set, so cache.
+        key = (on, pitch, velocity)
+        m = self._msg_cache.get(key)
+        if m is None:
+            m = mido.Message("note_on" if on else "note_off", channel=self.channel, note=pitch,
+                             velocity=velocity)
+            self._msg_cache[key] = m
+        return m
+
+    def _cached(self, type_: str) -> mido.Message:
+        m = self._msg_cache.get(type_)
+        if m is None:
+            m = self._msg_cache[type_] = mido.Message(type_)
+        return m
+
+    def change(self, *, model: BarModel | None = None, controls: Controls | None = None) -> str:
+        """Swap the preset or the controls; the caller panics (every note-on gets its note-off)."""
+        if model is not None:
+            self.composer = Composer(model, (self.composer.codec.beats_per_bar, self.composer.codec.beat_unit))
+        if controls is not None:
+            self.controls = controls
+        self._reset = True
+        return PANIC
+
+    # -- figures for the status line ----------------------------------------------------------
+    def compute_p99_ms(self) -> float:
+        vals = self.compute_s[~np.isnan(self.compute_s)]
+        return float(np.percentile(vals, 99) * 1e3) if len(vals) else math.nan
+
+
+def status_line(engine: Engine, scheduler: Scheduler, now: float) -> str:
+    """tempo, bar:beat, atoms in use, compute p99 and send lateness p99; one line, no newline."""
+    q = engine.position(now)
+    tl = engine.timeline
+    if q is None or tl is None:
+        where = "stopped" if engine.follower is not None else "starting"
+        bpm = engine.follower.bpm if engine.follower is not None else engine.internal.bpm
+    else:
+        bar = math.floor(q / engine.bar_q)
+        beat = (q - bar * engine.bar_q) * engine.codec.beat_unit / 4
+        where, bpm = f"bar {bar + 1:4d}:{int(beat) + 1}", tl.bpm
+    late = scheduler.recent_lateness()
+    late_ms = float(np.percentile(late, 99) * 1e3) if len(late) else math.nan
+    return (f"{bpm:6.1f} bpm  {where}  {engine.controls.mode}  atoms {engine.composer.atoms_in_use:2d}"
+            f"  compute p99 {engine.compute_p99_ms():.2f} ms  send late p99 {late_ms:.2f} ms"
+            f"  dropped {engine.dropped}")
+
+
+def run_live(engine: Engine, inputs: "queue.SimpleQueue", scheduler: Scheduler, stop: threading.Event, *,
+             watch=(), status=None, status_every_s: float = 0.25, clock=time.perf_counter) -> str | None:
+    """Conduct until ``stop`` is set; returns why it ended early (a vanished port, a failed output).
+
+    ``inputs`` carries ``(t, raw bytes)`` from the input callback; ``watch`` are ports with
+    ``alive()``; ``status`` is a text stream for the one-line status (None: quiet).
+    The scheduler is silenced on the way out, whatever the reason.
+    """
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+    def work():
+        while (job := jobs.get()) is not None:
+            scheduler.submit(engine.render(job))
+
+    worker = threading.Thread(target=work, name="sidl-worker", daemon=True)
+    worker.start()
+    next_status = clock()
+    reason = None
+    try:
+        while not stop.is_set():
+            try:
+                t, data = inputs.get(timeout=0.005)
+            except queue.Empty:
+                pass
+            else:
+                act = engine.feed(t, data)
+                if act == PANIC:
+                    scheduler.panic()
+                elif act == RETIME:
+                    scheduler.retime(engine.timeline)
+                continue                            # drain everything queued before anything else
+            now = clock()
+            if engine.poll(now) == PANIC:
+                scheduler.panic()
+            for job in engine.due(now):
+                jobs.put(job)
+            if now >= next_status:
+                next_status = now + status_every_s
+                if scheduler.error is not None:
+                    reason = f"MIDI output failed: {scheduler.error}"
+                    break
+                gone = [p.name for p in watch if not p.alive()]
+                if gone:
+                    reason = f"MIDI port {gone[0]!r} disappeared"
+                    break
+                if status is not None:
+                    status.write("\r" + status_line(engine, scheduler, now))
+                    status.flush()
+    finally:
+        jobs.put(None)
+        worker.join(timeout=1.0)
+        if engine.send_clock:
+            scheduler.cancel()
+            scheduler.send_now(mido.Message("stop"))
+        scheduler.panic()
+        if status is not None:
+            status.write("\n")
+    return reason

@@ -1,0 +1,224 @@
+"""The engine on injected time: bars in, bars out, hundreds of bars in milliseconds, no ports."""
+import io
+import queue
+import threading
+import time
+
+import mido
+import numpy as np
+import pytest
+
+from sidl.realtime.clock import PPQN, InternalClock
+from sidl.realtime.controls import Controls
+from sidl.realtime.engine import PANIC, RETIME, BarBuffer, Engine, run_live, status_line
+from sidl.realtime.scheduler import RecordingOutput, Scheduler
+
+BAR_S_120 = 2.0
+
+
+def internal_engine(model, controls=Controls(), **kw):
+    return Engine(model, controls, channel=9, clock=InternalClock(120, start_s=1.0), **kw)
+
+
+def run_bars(engine, t_end, step=0.005, played=()):
+    """Drive conductor + worker synchronously; ``played`` = [(t, raw bytes)] fed at their times."""
+    played = sorted(played)
+    batches, i = [], 0
+    for now in np.arange(0.0, t_end, step):
+        while i < len(played) and played[i][0] <= now:
+            engine.feed(*played[i])
+            i += 1
+        for job in engine.due(now):
+            batches.append((now, job, engine.render(job)))
+    return batches
+
+
+def note_events(batch):
+    return [(t, m) for t, m in zip(batch.times, batch.messages) if m.type == "note_on"]
+
+
+def test_bar_buffer_windows_and_held_notes():
+    b = BarBuffer()
+    b.note_on(-0.1, 36, 100)                   # just before bar 0: belongs to bar 0's window
+    b.note_off(0.0, 36)
+    b.note_on(3.5, 60, 80)                     # held over the window end
+    b.note_on(3.95, 38, 90)                    # in the last half step: next window
+    notes = b.take(-0.125, 3.875, 0.0, 4)
+    assert notes.start.tolist() == pytest.approx([-0.4, 14.0])
+    assert notes.end.tolist() == pytest.approx([0.0, 15.5])
+    b.note_off(4.2, 60)                        # its note-on left with the window: ignored
+    later = b.take(3.875, 7.875, 4.0, 4)
+    assert later.pitch.tolist() == [38] and later.start.tolist() == pytest.approx([-0.2])
+
+
+def test_internal_clock_bars_are_prepared_before_they_start_and_timed_exactly(drums):
+    e = internal_engine(drums, Controls(quantize=True))
+    batches = run_bars(e, 1.0 + 200 * BAR_S_120 - 0.1, step=0.01)   # 200 bars, no sleeping
+    assert [job.bar for _, job, _ in batches] == list(range(200))
+    for made_at, job, batch in batches:
+        bar_t0 = 1.0 + job.bar * BAR_S_120
+        assert made_at < bar_t0                                  # ready before the bar line
+        for t, m in note_events(batch):
+            steps = (t - bar_t0) / (BAR_S_120 / 16)
+            assert steps == pytest.approx(round(steps), abs=1e-9)  # on the grid
+            assert 0 <= round(steps) < 16 and m.channel == 9
+
+
+def test_echo_plays_the_played_bar_on_the_next_bar(drums, gmd_bars):
+    e = internal_engine(drums, Controls(mode="echo", quantize=True))
+    step_s = BAR_S_120 / 16
+    played = []
+    for b, bar in enumerate(gmd_bars[:4]):
+        for s, p, v in zip(bar.start, bar.pitch, bar.velocity):
+            t = 1.0 + b * BAR_S_120 + s * step_s
+            played += [(t, [0x99, int(p), int(v)]), (t + 0.05, [0x89, int(p), 0])]
+    batches = run_bars(e, 1.0 + 5 * BAR_S_120, played=played)
+    by_bar = {job.bar: batch for _, job, batch in batches}
+    assert note_events(by_bar[0]) == []                          # nothing played before bar 0
+    for b in range(4):
+        want = {(int(np.floor(s + 0.5)), int(p)) for s, p in zip(gmd_bars[b].start, gmd_bars[b].pitch)}
+        bar_t0 = 1.0 + (b + 1) * BAR_S_120
+        got = {(round((t - bar_t0) / step_s), m.note) for t, m in note_events(by_bar[b + 1])}
+        assert len(got) >= 0.6 * len(want)
+        assert all(step in {s for s, _ in want} for step, _ in got)
+
+
+def test_send_clock_adds_start_and_24_ticks_per_quarter(drums):
+    e = internal_engine(drums, send_clock=True)
+    batches = run_bars(e, 1.0 + 2 * BAR_S_120)
+    first = batches[0][2]
+    types = [m.type for m in first.messages]
+    assert types[0] == "start" and types.count("clock") == 4 * PPQN
+    ticks = first.times[[i for i, m in enumerate(first.messages) if m.type == "clock"]]
+    np.testing.assert_allclose(np.diff(ticks), 0.5 / PPQN)
+    assert ticks[0] == pytest.approx(1.0) and first.times[0] == pytest.approx(1.0)
+    assert [m.type for m in batches[1][2].messages].count("start") == 0
+
+
+def ticks_for(bpm, t0, n):
+    return t0 + np.arange(n) * 60.0 / bpm / PPQN
+
+
+def test_follower_bars_start_at_the_daws_start_and_follow_a_tempo_change(drums):
+    e = Engine(drums, Controls(quantize=True), channel=9, clock=None)
+    assert e.due(0.5) == []                                    # stopped: nothing to do
+    a = ticks_for(120, 1.0, 8 * PPQN)                          # two bars at 120
+    b = ticks_for(90, a[-1] + 0.5 / PPQN, 8 * PPQN + 10)       # then 90 BPM
+    events = [(0.99, [0xFA])] + [(t, [0xF8]) for t in np.concatenate([a, b])]
+    acts = []
+    jobs = []
+    for t, data in events:
+        acts.append(e.feed(t, data))
+        for job in e.due(t + 0.001):
+            jobs.append((job, e.render(job)))
+    assert acts[0] is None and set(acts[1:]) == {RETIME}
+    assert [j.bar for j, _ in jobs] == [0, 1, 2, 3, 4]
+    # Bar 3 (quarters 12..16) was prepared after a bar at 90: its notes sit on the 90 BPM grid.
+    job, batch = jobs[3]
+    assert job.timeline.bpm == pytest.approx(90, rel=5e-3)
+    bar3_t0 = b[0] + 4 * 60 / 90
+    for t, m in note_events(batch):
+        steps = (t - bar3_t0) / (60 / 90 / 4)
+        assert abs(steps - round(steps)) * 60 / 90 / 4 < 0.002   # within 2 ms of the grid
+
+
+def test_follower_stop_and_lost_clock_panic(drums):
+    e = Engine(drums, Controls(), channel=9, clock=None)
+    a = ticks_for(120, 1.0, 3 * PPQN)
+    e.feed(0.99, [0xFA])
+    jobs = []
+    for t in a:
+        e.feed(t, [0xF8])
+        jobs += e.due(t)
+    assert [j.bar for j in jobs] == [0]
+    assert e.feed(a[-1] + 0.01, [0xFC]) == PANIC and e.due(a[-1] + 1) == []
+    e.feed(a[-1] + 0.02, [0xFB])
+    for t in ticks_for(120, a[-1] + 0.03, 5):
+        e.feed(t, [0xF8])
+    assert e.poll(a[-1] + 0.2) is None
+    assert e.poll(a[-1] + 2.0) == PANIC                       # no clock for two beats
+    assert e.timeline is None
+
+
+def test_continue_from_song_position_resumes_at_the_next_bar(drums):
+    e = Engine(drums, Controls(), channel=9, clock=None)
+    e.feed(0.5, [0xF2, 8 * 16 + 4, 0])                         # SPP: bar 8, one beat in (16ths)
+    e.feed(0.6, [0xFB])
+    jobs = []
+    for t in ticks_for(120, 1.0, 4 * PPQN):
+        e.feed(t, [0xF8])
+        jobs += e.due(t)
+    assert [j.bar for j in jobs] == [9]
+
+
+def test_controls_by_cc_and_panics(drums):
+    e = internal_engine(drums)
+    assert e.feed(0.0, [0xB9, 21, 127]) is None and e.controls.variation == 1.0
+    assert e.feed(0.0, [0xB0, 123, 0]) == PANIC
+    assert e.feed(0.0, [0xB0, 23, 127]) == PANIC and e.controls.mode == "echo"
+    jobs = e.due(1.0)
+    assert jobs[0].reset and jobs[0].controls.mode == "echo"
+    assert e.change(controls=Controls(mode="simplify")) == PANIC
+
+
+def test_a_late_bar_is_dropped_but_the_clock_kept(drums):
+    e = internal_engine(drums)
+    assert [j.bar for j in e.due(0.99)] == [0]
+    assert e.due(1.0 + 3 * BAR_S_120 + 0.1) == []             # bars 1..3: too late, dropped
+    assert e.dropped == 3
+    assert [j.bar for j in e.due(1.0 + 4 * BAR_S_120)] == [4]  # the clock went on
+
+
+def test_compute_per_bar_is_small(drums):
+    e = internal_engine(drums, Controls(density=2.0))
+    run_bars(e, 1.0 + 300 * BAR_S_120, step=0.05)
+    assert e.compute_p99_ms() < 5.0                            # loose here; the benchmark reports it
+
+
+def test_run_live_sends_on_time_and_silences_on_stop(drums):
+    out = RecordingOutput()
+    sched = Scheduler(out).start()
+    start = time.perf_counter() + 0.05
+    e = Engine(drums, Controls(density=4.0, quantize=True), channel=9,
+               clock=InternalClock(400, start_s=start), send_clock=True)   # 0.6 s bars
+    stop = threading.Event()
+    inputs = queue.SimpleQueue()
+    status = io.StringIO()
+    threading.Timer(0.8, stop.set).start()
+    assert run_live(e, inputs, sched, stop, status=status, status_every_s=0.1) is None
+    sched.close()
+    sent = [(t, m) for t, m in out.sent]
+    ons = [(t, m) for t, m in sent if m.type == "note_on"]
+    assert len(ons) > 8
+    step_s = 60 / 400 / 4
+    err = [abs((t - start) / step_s - round((t - start) / step_s)) * step_s for t, _ in ons]
+    assert np.median(err) < 0.001
+    assert e.controls.mode in status.getvalue() and "\r" in status.getvalue()
+    balance = {}
+    for _, m in sent:
+        if m.type == "note_on":
+            balance[m.note] = balance.get(m.note, 0) + 1
+        elif m.type == "note_off":
+            balance[m.note] = balance.get(m.note, 0) - 1
+    assert all(v <= 0 for v in balance.values())               # every note-on got its note-off
+    assert [m.type for _, m in sent if m.is_realtime][-1] == "stop"
+
+
+def test_run_live_reports_a_vanished_port(drums):
+    class Port:
+        name = "IAC Bus 1"
+
+        def alive(self):
+            return False
+
+    sched = Scheduler(RecordingOutput()).start()
+    e = internal_engine(drums)
+    reason = run_live(e, queue.SimpleQueue(), sched, threading.Event(), watch=[Port()])
+    sched.close()
+    assert reason == "MIDI port 'IAC Bus 1' disappeared"
+
+
+def test_status_line_says_where_we_are(drums):
+    e = internal_engine(drums)
+    line = status_line(e, Scheduler(RecordingOutput()), 1.0 + 2.6)
+    assert "120.0 bpm" in line and "bar    2:2" in line
