@@ -1,0 +1,67 @@
+"""Drum codec: notes <-> a (steps, 27) grid of hit, velocity and microtiming per drum class.
+
+Per 16th-note step (``DRUMS.steps_per_beat`` = 4), for each of 9 classes: hit (0/1), velocity / 127,
+and offset from the step in steps, in [-0.5, 0.5). Two hits of one class on one step keep the loudest.
+Decoding writes each class's canonical General MIDI note (for channel 10).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .grid import DRUMS, Codec
+from .notes import NoteArray
+
+# (class name, canonical GM note, other notes folded into it). Covers the Roland TD-11 map of GMD.
+DRUM_CLASSES = (
+    ("kick", 36, (35,)),
+    ("snare", 38, (37, 40)),
+    ("closed hat", 42, (22, 44)),
+    ("open hat", 46, (26,)),
+    ("low tom", 43, (58,)),
+    ("mid tom", 47, (45,)),
+    ("high tom", 50, (48,)),
+    ("crash", 49, (52, 55, 57)),
+    ("ride", 51, (53, 59)),
+)
+N_CLASSES = len(DRUM_CLASSES)
+CLASS_NAMES = tuple(c[0] for c in DRUM_CLASSES)
+CLASS_NOTES = np.array([c[1] for c in DRUM_CLASSES], np.int16)
+PITCH_TO_CLASS = np.full(128, -1, np.int16)
+for _i, (_name, _note, _others) in enumerate(DRUM_CLASSES):
+    PITCH_TO_CLASS[[_note, *_others]] = _i
+DRUM_CHANNEL = 9          # "channel 10" in the 1-based numbering DAWs show
+HIT_LENGTH_STEPS = 0.5    # decoded drum notes last half a step; drums ignore note length
+
+
+def encode_drums(notes: NoteArray, n_steps: int) -> np.ndarray:
+    """Notes timed in steps -> (n_steps, 27) float32 grid. Unknown pitches and notes outside are dropped."""
+    x = np.zeros((n_steps, 3 * N_CLASSES), np.float32)
+    cls = PITCH_TO_CLASS[np.clip(notes.pitch, 0, 127)]
+    step = np.floor(notes.start + 0.5).astype(np.int64)
+    keep = (cls >= 0) & (step >= 0) & (step < n_steps) & (notes.velocity > 0)
+    cls, step, vel = cls[keep], step[keep], notes.velocity[keep]
+    offset = (notes.start[keep] - step).astype(np.float32)
+    # Loudest hit wins when a class is struck twice on one step: write in rising velocity order.
+    order = np.argsort(vel, kind="stable")
+    cls, step, vel, offset = cls[order], step[order], vel[order], offset[order]
+    x[step, cls] = 1.0
+    x[step, N_CLASSES + cls] = vel / 127.0
+    x[step, 2 * N_CLASSES + cls] = np.clip(offset, -0.5, 0.5 - 1e-6)
+    return x
+
+
+def decode_drums(x: np.ndarray, threshold: float = 0.5, quantize: bool = False) -> NoteArray:
+    """(steps, 27) grid -> notes timed in steps, canonical GM pitches, sorted by time."""
+    if x.ndim != 2 or x.shape[1] != 3 * N_CLASSES:
+        raise ValueError(f"drum grid must be (steps, {3 * N_CLASSES}), got {x.shape}")
+    step, cls = np.nonzero(x[:, :N_CLASSES] > threshold)
+    vel = np.clip(np.rint(x[step, N_CLASSES + cls] * 127.0), 1, 127).astype(np.int16)
+    start = step.astype(np.float64)
+    if not quantize:
+        start = start + np.clip(x[step, 2 * N_CLASSES + cls], -0.5, 0.5)
+    notes = NoteArray(start, start + HIT_LENGTH_STEPS, CLASS_NOTES[cls], vel)
+    return notes.sorted()
+
+
+def drum_codec_for(meter: tuple[int, int]) -> Codec:
+    return DRUMS.with_meter(*meter)

@@ -1,0 +1,146 @@
+"""Corpora as plain arrays: every piece of a MIDI collection encoded once, cached, cut into sections.
+
+A ``Piece`` is one file as a (steps, channels) float32 array that starts on a bar line, with its
+labels. Parsing is cached in one ``.npz`` per (corpus, codec, file list) so a second run does not
+re-parse. Unreadable files are reported and skipped: one bad file never stops a run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sidl.realtime.codecs import bars_to_steps, encode_notes
+from sidl.realtime.grid import Codec
+from sidl.realtime.midifile import MidiFileError, load_midi, read_score
+
+CACHE_VERSION = 1
+MIDI_SUFFIXES = (".mid", ".midi", ".MID", ".MIDI")
+
+
+def data_root() -> Path:
+    """Where the shared corpora live: $SIDL_DATA, else ../shared/data beside the checkout."""
+    env = os.environ.get("SIDL_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SIDL_CACHE", Path.home() / ".cache" / "sidl"))
+
+
+@dataclass(frozen=True)
+class Piece:
+    name: str                 # path relative to the corpus root
+    x: np.ndarray             # (steps, channels) float32, starts on a bar line, whole bars
+    codec: Codec              # with this piece's meter
+    labels: dict = field(default_factory=dict)  # e.g. split, drummer, style, beat_type, composer, key
+
+
+def encode_file(path, codec: Codec, shift_beats: float = 0.0,
+                meter: tuple[int, int] | None = None) -> tuple[np.ndarray, Codec]:
+    """One MIDI file -> (array of whole bars, codec carrying the file's first meter).
+
+    ``shift_beats`` moves the music earlier so that a known first downbeat lands on step 0;
+    ``meter`` (from annotations) overrides the file's time signature. The event codec has no bars
+    and ignores both: its pieces are the whole file.
+    """
+    score = read_score(load_midi(path), fold_sustain=codec.name != "drums")
+    if codec.name == "piano-events":
+        from sidl.realtime.performance import encode_performance
+        return encode_performance(score), codec
+    num, den = meter or score.meter_at(shift_beats)
+    try:
+        codec = codec.with_meter(num, den)
+        codec.steps_per_bar
+    except ValueError:
+        codec = codec.with_meter(4, 4)  # a meter off the grid (e.g. 7/16 at 4 steps/beat): count 4/4
+    notes = score.notes.scaled(1.0, -shift_beats)
+    notes = notes.select(notes.start >= -0.5 / codec.steps_per_beat)
+    n_steps = bars_to_steps(codec, score.length_beats - shift_beats)
+    return encode_notes(codec, notes, n_steps), codec
+
+
+def _cache_key(name: str, root: Path, codec: Codec, files: list[tuple[str, dict]]) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps([CACHE_VERSION, name, str(root.resolve()), codec.to_dict()]).encode())
+    for rel, labels in files:
+        st = (root / rel).stat()
+        h.update(json.dumps([rel, st.st_size, int(st.st_mtime), labels], sort_keys=True,
+                            default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def load_pieces(name: str, root: Path, codec: Codec, files: list[tuple[str, dict]],
+                shifts: dict[str, float] | None = None, cache: bool = True,
+                log=sys.stderr, meters: dict[str, tuple[int, int]] | None = None) -> list[Piece]:
+    """Encode ``files`` (relative path, labels) under ``root`` with ``codec``, through the cache.
+
+    ``shifts`` (beats) and ``meters`` are per relative path; they are not part of the cache key,
+    so a loader should also put what they derive from into the labels.
+    """
+    root = Path(root)
+    path = cache_root() / "corpora" / f"{name}-{codec.name}-{_cache_key(name, root, codec, files)}.npz"
+    if cache and path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            x, offsets = z["x"], z["offsets"]
+        return [Piece(m["name"], x[offsets[i]:offsets[i + 1]], Codec.from_dict(m["codec"]), m["labels"])
+                for i, m in enumerate(meta)]
+    pieces, skipped = [], []
+    for rel, labels in files:
+        try:
+            x, c = encode_file(root / rel, codec, (shifts or {}).get(rel, 0.0),
+                               (meters or {}).get(rel))
+        except MidiFileError as e:
+            skipped.append(str(e))
+            continue
+        if len(x):
+            pieces.append(Piece(rel, x, c, labels))
+    for msg in skipped:
+        print(f"skipped: {msg}", file=log)
+    if cache and pieces:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        offsets = np.cumsum([0] + [len(p.x) for p in pieces])
+        meta = json.dumps([{"name": p.name, "codec": p.codec.to_dict(), "labels": p.labels}
+                           for p in pieces])
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, x=np.concatenate([p.x for p in pieces]), offsets=offsets, meta=np.array(meta))
+        os.replace(tmp, path)
+    return pieces
+
+
+def folder_corpus(root, codec: Codec, cache: bool = True) -> list[Piece]:
+    """Every MIDI file under a user's folder (recursively); labels carry the sub-folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix in MIDI_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{root}: no .mid/.midi files found")
+    return load_pieces("folder", root, codec,
+                       [(f, {"folder": str(Path(f).parent)}) for f in files], cache=cache)
+
+
+def sections(pieces: list[Piece], n_steps: int) -> np.ndarray:
+    """Cut pieces into (n_sections, n_steps, channels) windows; the last one of a piece is zero-padded.
+
+    ``n_steps`` should be a whole number of bars so sections start on bar lines. Short pieces (fills)
+    become one padded section instead of being dropped.
+    """
+    out = []
+    for p in pieces:
+        for s in range(0, len(p.x), n_steps):
+            w = p.x[s:s + n_steps]
+            if len(w) < n_steps:
+                w = np.concatenate([w, np.zeros((n_steps - len(w), w.shape[1]), np.float32)])
+            out.append(w)
+    if not out:
+        raise ValueError("no sections: the corpus is empty")
+    return np.stack(out)
