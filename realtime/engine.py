@@ -280,18 +280,23 @@ def status_line(engine: Engine, scheduler: Scheduler, now: float) -> str:
 
 
 def run_live(engine: Engine, inputs: "queue.SimpleQueue", scheduler: Scheduler, stop: threading.Event, *,
-             watch=(), status=None, status_every_s: float = 0.25, clock=time.perf_counter) -> str | None:
+             watch=(), status=None, status_every_s: float = 0.25, clock=time.perf_counter,
+             on_first_bar=None) -> str | None:
     """Conduct until ``stop`` is set; returns why it ended early (a vanished port, a failed output).
 
     ``inputs`` carries ``(t, raw bytes)`` from the input callback; ``watch`` are ports with
-    ``alive()``; ``status`` is a text stream for the one-line status (None: quiet).
+    ``alive()``; ``status`` is a text stream for the one-line status (None: quiet);
+    ``on_first_bar()`` is called by the worker once the first bar is scheduled.
     The scheduler is silenced on the way out, whatever the reason.
     """
     jobs: queue.SimpleQueue = queue.SimpleQueue()
 
     def work():
+        first = on_first_bar
         while (job := jobs.get()) is not None:
             scheduler.submit(engine.render(job))
+            if first is not None:
+                first, _ = None, first()
 
     worker = threading.Thread(target=work, name="sidl-worker", daemon=True)
     worker.start()

@@ -1,0 +1,181 @@
+"""sidl-live: the command line. It parses, opens the ports, runs the engine, and always silences.
+
+User errors (no MIDI system, no such port, bad arguments, a missing preset) print one line on stderr
+and exit with code 2; a port that disappears while running stops the engine, silenced, with code 1.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from typing import Callable, Optional
+
+import typer
+
+from .clock import InternalClock
+from .compose import default_mode
+from .controls import MODES, Controls, cc_help
+from .drums import DRUM_CHANNEL
+from .engine import Engine, run_live
+from .ports import PortError, list_ports, open_input, open_output
+from .scheduler import Scheduler
+
+DEFAULT_PRESET = "drums-gmd"
+LEAD_S = 0.05        # the internal clock's first bar starts this long after the ports open
+# click's UsageError, from the click that typer uses (recent typer vendors its own copy).
+CLICK_USAGE_ERROR = typer.BadParameter.__mro__[1]
+
+
+class UsageError(Exception):
+    """A bad argument or a missing preset: one line for the user, exit code 2."""
+
+
+def load_model(name: str):
+    """The one place the CLI touches presets: whatever it returns must fit ``compose.BarModel``."""
+    try:
+        from .preset import load_preset
+    except ImportError as e:
+        raise UsageError(f"presets are not available in this installation ({e})") from e
+    try:
+        return load_preset(name)
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"cannot load preset {name!r}: {e}") from e
+
+
+def parse_meter(text: str) -> tuple[int, int]:
+    try:
+        num, den = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--meter must look like 4/4 or 6/8, got {text!r}") from None
+    if num < 1 or den not in (1, 2, 4, 8, 16, 32):
+        raise UsageError(f"bad meter {text!r}")
+    return num, den
+
+
+def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+    @app.command(help="Real-time MIDI from a shift-invariant dictionary preset. Live controls: " + cc_help())
+    def live(
+        port: Optional[str] = typer.Option(None, help="input port to open (substring match); default: a virtual 'sidl in'"),
+        out: Optional[str] = typer.Option(None, help="output port to open (substring match); default: a virtual 'sidl out'"),
+        list_ports_: bool = typer.Option(False, "--list-ports", help="print the MIDI ports and exit"),
+        backend: Optional[str] = typer.Option(None, help="jack, alsa, coremidi, winmm or a mido backend name; default: automatic"),
+        preset: str = typer.Option(DEFAULT_PRESET, help="preset name or folder"),
+        mode: Optional[str] = typer.Option(None, help="generate | simplify | echo; default: generate for drums, simplify for piano"),
+        bpm: float = typer.Option(120.0, help="tempo of the internal clock"),
+        meter: str = typer.Option("4/4", help="time signature"),
+        send_clock: bool = typer.Option(False, "--send-clock", help="send MIDI clock, start and stop so a DAW can follow"),
+        sync: bool = typer.Option(False, "--sync", help="follow incoming MIDI clock, start, stop, continue and song position"),
+        follow: bool = typer.Option(False, "--follow", help="generate: answer what is played with a variation of it"),
+        keep: int = typer.Option(8, help="simplify / follow: atoms kept per bar"),
+        density: float = typer.Option(1.0, help="generate: atoms per beat"),
+        variation: float = typer.Option(0.2, help="generate: 0..1"),
+        seed: int = typer.Option(0),
+        fill_every: int = typer.Option(0, help="generate: a fill every N bars (0: none)"),
+        quantize: bool = typer.Option(False, "--quantize", help="no microtiming: every note on the grid"),
+        channel: Optional[int] = typer.Option(None, help="output channel 1..16; default 10 for drums, 1 for piano"),
+    ):
+        if list_ports_:
+            inputs, outputs = list_ports(backend)
+            typer.echo("inputs:\n" + "".join(f"  {n}\n" for n in inputs) +
+                       "outputs:\n" + "".join(f"  {n}\n" for n in outputs), nl=False)
+            return 0
+        if sync and send_clock:
+            raise UsageError("--sync and --send-clock do not go together: follow a clock or be one")
+        if mode is not None and mode not in MODES:
+            raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if channel is not None and not 1 <= channel <= 16:
+            raise UsageError("--channel must be in 1..16")
+        meter_ = parse_meter(meter)
+        t_start = time.perf_counter()
+        try:
+            InternalClock(bpm, *meter_)          # validates the tempo before anything loads
+            model = load(preset)
+            codec = model.codec
+            controls = Controls(mode=mode or default_mode(codec), follow=follow, keep=keep, density=density,
+                                variation=variation, seed=seed, fill_every=fill_every, quantize=quantize)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        ch = (channel - 1) if channel is not None else (DRUM_CHANNEL if codec.name == "drums" else 0)
+        return session(model, controls, None if sync else bpm, meter_, ch, port, out, backend,
+                       send_clock, t_start)
+
+    return app
+
+
+def session(model, controls, bpm, meter, channel, port, out, backend, send_clock, t_start) -> int:
+    """Open, run until a signal, close: every note-on we sent gets its note-off on the way out.
+
+    ``bpm`` None means follow the incoming MIDI clock.
+    """
+    inp = open_input(port, "sidl-in", backend)
+    try:
+        outp = open_output(out, "sidl-out", backend)
+    except PortError:
+        inp.close()
+        raise
+    t_open = time.perf_counter()
+    # The internal clock's first bar starts a moment from now; the worker prepares it before that.
+    clock = None if bpm is None else InternalClock(bpm, *meter, start_s=t_open + LEAD_S)
+    try:
+        engine = Engine(model, controls, channel=channel, clock=clock, meter=meter, send_clock=send_clock)
+    except ValueError as e:
+        inp.close()
+        outp.close()
+        raise UsageError(str(e)) from None
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    scheduler = Scheduler(outp).start()
+    err = sys.stderr
+    waiting = "waiting for MIDI clock Start" if clock is None else f"{clock.bpm:g} BPM"
+    print(f"sidl-live: {controls.mode} on {codec_name(model)}, in {inp.name!r}, out {outp.name!r}, "
+          f"{waiting}; ports open in {(t_open - t_start) * 1e3:.0f} ms", file=err, flush=True)
+    try:
+        reason = run_live(engine, inp.queue, scheduler, stop, watch=[p for p in (inp, outp) if p.target],
+                          status=err if err.isatty() else None,
+                          on_first_bar=lambda: print(f"sidl-live: first bar ready in "
+                                                     f"{(time.perf_counter() - t_start) * 1e3:.0f} ms",
+                                                     file=err, flush=True))
+    finally:
+        scheduler.close()            # silences whatever is still sounding
+        inp.close()
+        outp.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    if reason:
+        print(f"sidl-live: {reason}; stopped and silenced", file=err)
+        return 1
+    return 0
+
+
+def codec_name(model) -> str:
+    c = model.codec
+    return f"{getattr(model, 'name', c.name)} ({c.name}, {c.beats_per_bar}/{c.beat_unit})"
+
+
+def main(argv: list[str] | None = None, load: Callable[[str], object] = load_model) -> None:
+    """Entry point of ``sidl-live``; ``load`` is injectable so tests can run the real CLI on a stand-in."""
+    app = build_app(load)
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="sidl-live")
+    except (PortError, UsageError) as e:
+        print(f"sidl-live: {e}", file=sys.stderr)
+        sys.exit(2)
+    except CLICK_USAGE_ERROR as e:
+        print(f"sidl-live: {e.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Port names, backend choice and opening ports, on a real JACK server where it matters."""
+import time
+
+import mido
+import pytest
+
+from sidl.realtime import ports
+from sidl.realtime.ports import PortError, match_port, open_input, open_output, resolve_backend
+
+MAC = ["IAC Driver Bus 1", "IAC Driver Bus 2", "Network Session 1"]
+
+
+@pytest.mark.parametrize("query, want", [
+    ("IAC Bus 1", "IAC Driver Bus 1"),
+    ("iac driver bus 2", "IAC Driver Bus 2"),
+    ("bus 2", "IAC Driver Bus 2"),
+    ("network", "Network Session 1"),
+    ("session network", "Network Session 1"),        # all words present, any order
+])
+def test_match_port_forgives_case_and_the_word_driver(query, want):
+    assert match_port(query, MAC) == want
+
+
+def test_match_port_prefers_exact_over_substring():
+    names = ["sidl-in:sidl in", "other:sidl in 2"]
+    assert match_port("sidl in", names) == "sidl-in:sidl in"
+    assert match_port("sidl-in:sidl in", names) == "sidl-in:sidl in"
+
+
+def test_match_port_errors_list_what_exists():
+    with pytest.raises(PortError, match=r"no MIDI input port matches 'Bus 9'; available: 'IAC Driver Bus 1'"):
+        match_port("Bus 9", MAC)
+    with pytest.raises(PortError, match="several"):
+        match_port("IAC", MAC)
+    with pytest.raises(PortError, match="available: none"):
+        match_port("x", [], "output")
+
+
+def test_backend_names():
+    with pytest.raises(PortError, match="unknown MIDI backend"):
+        resolve_backend("fluxmidi")
+    with pytest.raises(PortError, match="not supported"):
+        resolve_backend("mido.backends.portmidi")
+    with pytest.raises(PortError, match="not built into python-rtmidi"):
+        resolve_backend("winmm")
+
+
+def test_no_midi_system_says_what_to_start(monkeypatch):
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "sidl-no-such-server")   # a JACK server that is not there
+    monkeypatch.delenv("MIDO_BACKEND", raising=False)
+    monkeypatch.setattr(ports.os.path, "exists", lambda p: False)      # and no /dev/snd/seq
+    with pytest.raises(PortError, match=r"no MIDI system found .*jackd -d dummy -r 48000 -p 64"):
+        resolve_backend(None)
+    with pytest.raises(PortError, match="no JACK server is running"):
+        resolve_backend("jack")
+
+
+def test_windows_virtual_ports_point_to_loopmidi(monkeypatch):
+    monkeypatch.setattr(ports, "resolve_backend", lambda backend: "WINDOWS_MM")
+    with pytest.raises(PortError, match="loopMIDI and pass it with --out"):
+        open_output(None)
+
+
+@pytest.mark.jack
+def test_backend_names_resolve_on_a_running_jack(jack_server):
+    assert resolve_backend("jack") == resolve_backend("UNIX_JACK") == resolve_backend(jack_server) == "UNIX_JACK"
+    assert resolve_backend(None) == "UNIX_JACK"             # MIDO_BACKEND is set by the fixture
+
+
+@pytest.mark.jack
+def test_virtual_ports_existing_ports_and_a_disappearing_port(jack_server):
+    inp = open_input(None, "sidl-test-vin")
+    src = open_output("sidl test vin", "sidl-test-src")     # the existing port, by a loose name
+    try:
+        assert src.target == "sidl-test-vin:sidl in"
+        ins, outs = ports.list_ports()
+        assert "sidl-test-vin:sidl in" in outs
+        time.sleep(0.05)
+        t0 = time.perf_counter()
+        for msg in (mido.Message("clock"), mido.Message("note_on", channel=9, note=36, velocity=99)):
+            src.send(msg)
+        got = [inp.queue.get(timeout=1.0) for _ in range(2)]
+        assert [d for _, d in got] == [[0xF8], [0x99, 36, 99]]   # clock is not filtered
+        assert all(0 <= t - t0 < 0.05 for t, _ in got)
+        assert src.alive()
+    finally:
+        inp.close()
+    deadline = time.monotonic() + 1.0
+    while src.alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not src.alive()
+    src.close()
