@@ -1,0 +1,65 @@
+"""`sidl train`: parse, then call sidl.training.train (torch is imported only when it runs)."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+
+def train(
+    corpus: str = typer.Argument(..., help="groove | pop909 | asap | a folder of MIDI files"),
+    codec: str = typer.Option("drums", help="drums | piano-grid | piano-events"),
+    out: str = typer.Option("runs/run", help="run folder (checkpoints, model, metrics)"),
+    atoms: int = typer.Option(512, help="dictionary size"),
+    atom_length: int = typer.Option(4, help="grid steps per atom (4 = one beat of 16ths)"),
+    hop: int = typer.Option(4, help="code stride in steps; = atom length tiles time (the meter prior)"),
+    tcn: str = typer.Option("64,64", help="TCN hidden widths, comma separated ('' for none)"),
+    layers: Optional[str] = typer.Option(None, help="the paper's notation, e.g. 27,8,16,32,1000,27 "
+                                                   "(overrides --atoms and --tcn)"),
+    k_max: int = typer.Option(4, help="most atoms per code position the dictionary serves"),
+    k_start: Optional[int] = typer.Option(None, help="k schedule start (default k-max)"),
+    k_end: Optional[int] = typer.Option(None, help="k schedule end (default k-max)"),
+    k_random: bool = typer.Option(True, help="draw k in 1..k(t) per batch"),
+    nonneg: bool = typer.Option(False, help="non-negative codes"),
+    minutes: float = typer.Option(5.0, help="wall-clock budget for the whole run"),
+    epochs: int = typer.Option(0, help="stop after N epochs instead of the time budget"),
+    batch: int = typer.Option(64),
+    lr: float = typer.Option(3e-3),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, help="torch CPU threads"),
+    max_sections: int = typer.Option(0, help="use only N training sections (smoke runs)"),
+    eval_pieces: int = typer.Option(0, help="evaluate on only N test pieces"),
+    resume: bool = typer.Option(False, help="continue the run in --out from its checkpoint"),
+):
+    """Learn a shift-invariant dictionary from MIDI; writes OUT/{run.json, model.npz, metrics.json}."""
+    try:
+        from .evaluate import summary_table
+        from .train import TrainArgs, train as run
+    except ImportError as e:
+        print(f"error: training needs the 'train' extra (pip install 'sidl[train]'): {e}", file=sys.stderr)
+        raise typer.Exit(2)
+    if layers:
+        nums = [int(v) for v in layers.split(",")]
+        atoms, tcn_widths = nums[-2], tuple(nums[1:-2])
+    else:
+        tcn_widths = tuple(int(v) for v in tcn.split(",") if v.strip())
+    args = TrainArgs(corpus=corpus, codec=codec, out=out, n_atoms=atoms, atom_length=atom_length, hop=hop,
+                     tcn=tcn_widths, k_max=k_max, k_start=k_start or k_max, k_end=k_end or k_max,
+                     k_random=k_random, nonneg=nonneg, minutes=minutes, epochs=epochs, batch=batch, lr=lr,
+                     seed=seed, threads=threads, max_sections=max_sections, eval_pieces=eval_pieces,
+                     resume=resume)
+    try:
+        metrics = run(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(2)
+    if metrics:
+        print(summary_table(metrics))
+        print(f"run written to {out}")
+
+
+def main():
+    typer.run(train)
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Measure a trained dictionary on held-out pieces, at every k the live knob allows.
+
+Two encoders are reported: ``pursuit`` (what presets ship: atoms chosen by pursuit over the learned
+dictionary) and ``kwta`` (the TCN's own k-winners-take-all, as trained). Drums are also split by
+GMD's beat/fill label, with the constant-guess feel reference beside them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sidl.realtime.grid import Codec
+
+from .corpus import Piece
+from .metrics import Counts, drum_constant_reference
+from .pursuit import channel_roles, pursuit, read_out, sparse_decode
+
+ONSET_TOLERANCE_S = 0.05
+GRID_TOLERANCE_STEPS = 0.4   # 50 ms at 120 BPM in 16ths: grid onsets must fall on the same step
+
+
+@torch.no_grad()
+def encode_decode(model, codec: Codec, x: np.ndarray, k: int, encoder: str = "pursuit",
+                  chunk: int = 2048) -> np.ndarray:
+    """(steps, channels) -> reconstruction read out in codec space, through k atoms per position."""
+    A, C, L = model.atoms.shape
+    T = len(x)
+    pad = (-T) % L
+    xt = torch.from_numpy(np.concatenate([x, np.zeros((pad, C), np.float32)])).T[None]
+    roles = channel_roles(codec)
+    if encoder == "kwta":
+        y, _ = model(xt, k)
+        return read_out(y, roles)[0].T[:T].numpy()
+    classify = torch.zeros(C, dtype=torch.bool)
+    classify[list(roles.classify)] = True
+    outs, used = [], []
+    step = chunk * L
+    for s in range(0, xt.shape[-1], step):
+        idx, val = pursuit(xt[..., s:s + step], model.atoms, torch.tensor(k), k, classify, roles.argmax)
+        outs.append(read_out(sparse_decode(idx, val, model.atoms), roles))
+    return torch.cat(outs, -1)[0].T[:T].numpy()
+
+
+@torch.no_grad()
+def atoms_in_use(model, codec: Codec, pieces: list[Piece], k: int) -> int:
+    A, C, L = model.atoms.shape
+    roles = channel_roles(codec)
+    classify = torch.zeros(C, dtype=torch.bool)
+    classify[list(roles.classify)] = True
+    used = torch.zeros(A, dtype=torch.bool)
+    for p in pieces:
+        x = p.x[: len(p.x) // L * L]
+        if not len(x):
+            continue
+        idx, val = pursuit(torch.from_numpy(x).T[None], model.atoms, torch.tensor(k), k, classify, roles.argmax)
+        used[idx[val != 0]] = True
+    return int(used.sum())
+
+
+def _notes(codec: Codec, x: np.ndarray):
+    if codec.name == "piano-grid":
+        from sidl.realtime.pianogrid import decode_piano_grid
+        return decode_piano_grid(x)
+    from sidl.realtime.performance import decode_performance
+    return decode_performance(x)
+
+
+def evaluate(model, codec: Codec, test: list[Piece], train: list[Piece], k_max: int) -> dict:
+    model.eval()
+    feel = codec.name == "drums"
+    tolerance = GRID_TOLERANCE_STEPS if codec.name == "piano-grid" else ONSET_TOLERANCE_S
+    groups = ["all"] + (sorted({p.labels.get("beat_type") for p in test} - {None}) if feel else [])
+    out: dict = {"codec": codec.name, "test_pieces": len(test), "atoms": model.cfg.n_atoms}
+    for encoder in ("pursuit", "kwta"):
+        rows = {}
+        for k in range(1, k_max + 1):
+            counts = {g: Counts() for g in groups}
+            for p in test:
+                y = encode_decode(model, codec, p.x, k, encoder)
+                for g in ("all", p.labels.get("beat_type")):
+                    if g in counts:
+                        if feel:
+                            counts[g].add_drums(p.x, y)
+                        else:
+                            counts[g].add_notes(_notes(codec, p.x), _notes(codec, y), tolerance)
+            rows[str(k)] = {g: c.report(feel) for g, c in counts.items()}
+        out[encoder] = rows
+    out["atoms_in_use"] = {str(k): atoms_in_use(model, codec, test, k) for k in (1, k_max)}
+    if feel:
+        out["constant_reference"] = drum_constant_reference([p.x for p in train], [p.x for p in test])
+    else:
+        out["onset_tolerance"] = (f"{GRID_TOLERANCE_STEPS} steps (50 ms at 120 BPM)"
+                                  if codec.name == "piano-grid" else "50 ms")
+    return out
+
+
+def summary_table(metrics: dict) -> str:
+    """The run's headline numbers as a Markdown table (one row per k)."""
+    feel = metrics["codec"] == "drums"
+    head = "| k | F1 | F1 beats | F1 fills | velocity MAE | offset MAE | F1 (TCN k-WTA alone) |" if feel \
+        else "| k | onset F1 | precision | recall | velocity error (matched) | onset F1 (TCN k-WTA alone) |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for k, row in metrics["pursuit"].items():
+        a = row["all"]
+        ff = metrics["kwta"][k]["all"]["f1"]
+        if feel:
+            lines.append(f"| {k} | {a['f1']:.3f} | {row.get('beat', {}).get('f1', float('nan')):.3f} | "
+                         f"{row.get('fill', {}).get('f1', float('nan')):.3f} | {a['velocity_mae']:.1f} | "
+                         f"{a['offset_mae']:.3f} | {ff:.3f} |")
+        else:
+            lines.append(f"| {k} | {a['f1']:.3f} | {a['precision']:.3f} | {a['recall']:.3f} | "
+                         f"{a['velocity_mae_matched']:.1f} | {ff:.3f} |")
+    if feel:
+        ref = metrics["constant_reference"]
+        lines.append(f"| constant guess | | | | {ref['velocity_mae']:.1f} | {ref['offset_mae']:.3f} | |")
+    return "\n".join(lines)

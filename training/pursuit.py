@@ -1,0 +1,137 @@
+"""Sparse coding over a learned dictionary, written once in torch so metrics and ONNX export agree.
+
+The TCN-kWTA encoder learns the atoms; to *choose* the k winners of a bar we refine by pursuit over
+those atoms (the paper's shift-invariant model solved greedily, one code position at a time):
+
+    for s in 1..k:   pick the atom that, added with its matching-pursuit amplitude, leaves the fewest
+                     wrong hits/onsets (ties: largest correlation); then refit every chosen amplitude
+                     by least squares (Gauss-Seidel sweeps, exact enough for k <= 8 and exportable).
+
+Only the classification channels (hits, onsets, holds) drive the code. Feel channels (velocity,
+microtiming) are read out by the decoder as ratios to their hit channel, so every atom carries a
+feel template that scales with it: y_vel / y_hit is the hit-weighted mean velocity of the atoms
+sounding there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sidl.realtime.grid import Codec
+
+
+@dataclass(frozen=True)
+class ChannelRoles:
+    classify: tuple   # channel indices decided by threshold 0.5 (or argmax for events)
+    feel: tuple       # ((feel channels, their hit channels, low, high), ...)
+    argmax: bool      # events: one token per step, decided by argmax
+
+
+def channel_roles(codec: Codec) -> ChannelRoles:
+    n = codec.n_voices
+    if codec.name == "drums":
+        hits = tuple(range(n))
+        return ChannelRoles(hits, ((tuple(range(n, 2 * n)), hits, 0.0, 1.0),
+                                   (tuple(range(2 * n, 3 * n)), hits, -0.5, 0.5)), False)
+    if codec.name == "piano-grid":
+        onsets = tuple(range(n))
+        return ChannelRoles(onsets + tuple(range(2 * n, 3 * n)),
+                            ((tuple(range(n, 2 * n)), onsets, 0.0, 1.0),), False)
+    return ChannelRoles(tuple(range(codec.channels)), (), True)
+
+
+def to_patches(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, C, T) -> (B*P, C*L) with P = T // L code positions."""
+    B, C, T = x.shape
+    P = T // length
+    return x.reshape(B, C, P, length).permute(0, 2, 1, 3).reshape(B * P, C * length)
+
+
+def from_patches(p: torch.Tensor, batch: int, channels: int, length: int) -> torch.Tensor:
+    """(B*P, C*L) -> (B, C, P*L)."""
+    P = p.shape[0] // batch
+    return p.reshape(batch, P, channels, length).permute(0, 2, 1, 3).reshape(batch, channels, P * length)
+
+
+def _errors(pred: torch.Tensor, target: torch.Tensor, argmax: bool, length: int) -> torch.Tensor:
+    """Wrong decisions per candidate. pred (N, A, Lc) real, target (N, Lc) real -> (N, A)."""
+    if argmax:
+        N, A, Lc = pred.shape
+        p = pred.reshape(N, A, -1, length).argmax(2)             # (N, A, L) token per step
+        t = target.reshape(N, 1, -1, length).argmax(2)
+        return (p != t).sum(-1).to(pred.dtype)
+    return ((pred > 0.5) != (target[:, None, :] > 0.5)).sum(-1).to(pred.dtype)
+
+
+def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: torch.Tensor, k_max: int,
+            classify: torch.Tensor, argmax: bool = False, sweeps: int = 2):
+    """Choose up to k atoms per code position.
+
+    x: (B, C, T) with T a multiple of the atom length L; atoms: (A, C, L); k: 0-d int64 tensor
+    (1 <= k <= k_max, a run-time input of the exported encoder); classify: (C,) bool.
+    Returns idx (B, k_max, P) int64 and val (B, k_max, P) float; slots s >= k have val 0.
+    """
+    B, C, T = x.shape
+    A, _, L = atoms.shape
+    mask = classify.repeat_interleave(L)                          # (C*L,)
+    X = to_patches(x, L)[:, mask]                                  # (N, Lc) what the code must explain
+    D = atoms.reshape(A, C * L)[:, mask]                           # (A, Lc)
+    norm2 = (D * D).sum(1).clamp_min(1e-8)                         # (A,)
+    N = X.shape[0]
+    idx = torch.zeros(N, k_max, dtype=torch.long, device=x.device)
+    amp = torch.zeros(N, k_max, dtype=x.dtype, device=x.device)
+    Y = torch.zeros_like(X)
+    taken = torch.zeros(N, A, dtype=x.dtype, device=x.device)
+    slots = torch.arange(k_max, device=x.device)
+    for s in range(k_max):
+        active = k > s
+        c = ((X - Y) @ D.T) / norm2                                # (N, A) matching-pursuit amplitudes
+        err = _errors(Y[:, None, :] + c[:, :, None] * D[None], X, argmax, L)
+        corr = (c * norm2.sqrt()).abs()
+        err = err - 1e-3 * corr / (corr.amax(1, keepdim=True) + 1e-8) + 1e9 * taken
+        j = err.argmin(1)                                          # (N,)
+        new_idx = torch.where(slots == s, j[:, None], idx)
+        new_amp = torch.where(slots == s, c.gather(1, j[:, None]), amp)
+        Ds = D[new_idx[:, : s + 1]]                                # (N, s+1, Lc)
+        n2 = norm2[new_idx[:, : s + 1]]                            # (N, s+1)
+        a = new_amp[:, : s + 1]
+        for _ in range(sweeps):                                    # least-squares refit, Gauss-Seidel
+            for i in range(s + 1):
+                r = X - (a[:, :, None] * Ds).sum(1)
+                step = (r * Ds[:, i]).sum(-1) / n2[:, i]
+                a = a + torch.where(slots[: s + 1] == i, step[:, None], torch.zeros_like(a))
+        new_amp = torch.cat([a, new_amp[:, s + 1:]], dim=1)
+        idx = torch.where(active, new_idx, idx)
+        amp = torch.where(active, new_amp, amp)
+        Y = (amp[:, :, None] * D[idx]).sum(1)
+        taken = torch.where(active, taken.scatter(1, j[:, None], 1.0), taken)
+    P = T // L
+    idx = idx.reshape(B, P, k_max).permute(0, 2, 1)
+    amp = amp.reshape(B, P, k_max).permute(0, 2, 1)
+    return idx, amp
+
+
+def sparse_decode(idx: torch.Tensor, val: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+    """(B, K, P) atom indices and amplitudes -> (B, C, P*L) linear sum of atoms (tiling, hop == L).
+
+    Gathers only the K winning atoms per position, so the cost grows with K, not the dictionary.
+    """
+    B, K, P = idx.shape
+    A, C, L = atoms.shape
+    g = atoms.reshape(A, C * L)[idx.reshape(-1)].reshape(B, K, P, C * L)
+    y = (val[..., None] * g).sum(1)                                # (B, P, C*L)
+    return from_patches(y.reshape(B * P, C * L), B, C, L)
+
+
+def read_out(y: torch.Tensor, roles: ChannelRoles) -> torch.Tensor:
+    """Linear sum (B, C, T) -> codec array: hits as summed, feel = ratio to its hit, 0 where no hit."""
+    if not roles.feel:
+        return y
+    out = y.clone()
+    for feel, hits, lo, hi in roles.feel:
+        f, h = list(feel), list(hits)
+        strength = y[:, h]
+        ratio = (y[:, f] / strength.clamp_min(1e-3)).clamp(lo, hi)
+        out[:, f] = torch.where(strength > 0.5, ratio, torch.zeros_like(ratio))
+    return out

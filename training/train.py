@@ -1,0 +1,306 @@
+"""Train a TCN-kWTA dictionary on a corpus, then fit the atoms' feel and measure them.
+
+    sections -> batches -> TCN-kWTA autoencoder (k drawn per batch, so one dictionary serves every k)
+             -> atoms renormalised each step, dead atoms resampled from real windows
+             -> feel refit (closed form) -> metrics on the test split -> run folder
+
+Runs data-parallel under ``torchrun`` (DDP, gloo): every rank draws its own batches, all ranks
+share the k of each step, and dead-atom resampling uses usage summed over ranks and a generator
+seeded the same everywhere, so the ranks stay identical.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from sidl.realtime.grid import DRUMS, PIANO_EVENTS, PIANO_GRID, Codec
+
+from . import checkpoint as ckpt
+from .corpus import Piece, folder_corpus, sections
+from .evaluate import evaluate
+from .model import ModelConfig, TCNkWTA
+from .pursuit import channel_roles, pursuit, read_out, to_patches
+
+CODECS = {"drums": DRUMS, "piano-grid": PIANO_GRID, "piano-events": PIANO_EVENTS}
+
+
+@dataclass
+class TrainArgs:
+    corpus: str = "groove"            # groove | pop909 | asap | a folder of MIDI files
+    codec: str = "drums"
+    out: str = "runs/drums"
+    n_atoms: int = 512
+    atom_length: int = 4
+    hop: int = 4
+    tcn: tuple = (64, 64)
+    k_max: int = 4
+    k_start: int = 4                  # k schedule: the most winners drawn decays k_start -> k_end
+    k_end: int = 4                    # over the first half of training
+    k_random: bool = True             # draw k in 1..k(t) per batch (one dictionary for every k)
+    nonneg: bool = False
+    minutes: float = 5.0              # wall budget for the whole command (load, train, refit, evaluate)
+    epochs: int = 0                   # > 0: stop after this many epochs instead (deterministic)
+    batch: int = 64
+    section_bars: int = 4
+    lr: float = 3e-3
+    seed: int = 0
+    threads: int = 2
+    resample_every: int = 200
+    max_sections: int = 0             # > 0: use only this many training sections (tests, smoke runs)
+    eval_pieces: int = 0              # > 0: evaluate on this many test pieces only
+    resume: bool = False
+
+
+def load_corpus(name: str, codec: Codec, split: str | None) -> tuple[list[Piece], dict]:
+    """Pieces of a named corpus (or a folder) and what to record about it in the run."""
+    if name == "groove":
+        from .groove import LICENSE, groove_corpus
+        return groove_corpus(split, codec), {"name": "groove", "license": LICENSE}
+    if name == "pop909":
+        from .pop909 import LICENSE, pop909_corpus
+        return pop909_corpus(split, codec), {"name": "pop909", "license": LICENSE}
+    if name == "asap":
+        from .asap import LICENSE, asap_corpus
+        return asap_corpus(split, codec), {"name": "asap", "license": LICENSE}
+    pieces = folder_corpus(name, codec)
+    # A user's folder has no split: hold out every 10th piece for validation and test.
+    want = {"train": lambda i: i % 10 not in (3, 7), "validation": lambda i: i % 10 == 3,
+            "test": lambda i: i % 10 == 7, None: lambda i: True}[split]
+    return [p for i, p in enumerate(pieces) if want(i)], {"name": str(name), "license": "user data"}
+
+
+def k_for_step(progress: float, rng: np.random.Generator, a: TrainArgs) -> int:
+    """Winners per code position this step: k(t) decays linearly over the first half of training."""
+    hi = a.k_start + (a.k_end - a.k_start) * min(1.0, progress / 0.5)
+    hi = max(1, min(a.k_max, int(round(hi))))
+    return int(rng.integers(1, hi + 1)) if a.k_random else hi
+
+
+def reconstruction_loss(y: torch.Tensor, x: torch.Tensor, codec: Codec) -> torch.Tensor:
+    """Hits/onsets as classification (clipped squared error at threshold 0.5: no penalty past 0 or 1),
+    feel as regression on true hits through the ratio read-out; events as cross-entropy per step."""
+    roles = channel_roles(codec)
+    if roles.argmax:
+        return F.cross_entropy(y, x.argmax(1))
+    cls = list(roles.classify)
+    yc, xc = y[:, cls], x[:, cls]
+    loss = torch.where(xc > 0.5, F.relu(1 - yc), F.relu(yc)).pow(2).mean()
+    for feel, hits, lo, hi in roles.feel:
+        f, h = list(feel), list(hits)
+        true_hit = x[:, h] > 0.5
+        ratio = (y[:, f] / y[:, h].clamp_min(0.1)).clamp(lo, hi)
+        err = (ratio - x[:, f]).pow(2) * true_hit
+        loss = loss + err.sum() / true_hit.sum().clamp_min(1)
+    return loss
+
+
+def beat_windows(data: torch.Tensor, length: int) -> torch.Tensor:
+    """(N, C, T) sections -> (M, C, L) non-silent atom-long windows, to seed and resample atoms."""
+    w = to_patches(data, length)
+    w = w[w.abs().sum(1) > 0]
+    N, C = data.shape[0], data.shape[1]
+    return w.reshape(-1, C, length)
+
+
+@torch.no_grad()
+def resample_dead(model: TCNkWTA, usage: torch.Tensor, windows: torch.Tensor, gen: torch.Generator) -> int:
+    dead = (usage == 0).nonzero().flatten()
+    if len(dead):
+        pick = torch.randint(len(windows), (len(dead),), generator=gen)
+        model.decoder.weight[dead] = windows[pick] + 0.01 * torch.randn(
+            (len(dead),) + windows.shape[1:], generator=gen)
+        model.normalize_atoms(dead)
+        model.tie_code_to_atoms(dead)
+    return len(dead)
+
+
+@torch.no_grad()
+def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
+               strength: float = 5.0, max_windows: int = 16384, seed: int = 0) -> None:
+    """Closed-form feel templates for the codes the pursuit encoder actually produces.
+
+    For each feel channel f with hit channel h, atoms' f-weights solve a ridge regression so that
+    sum_i a_i d_f,i ~= v_true * sum_i a_i d_h,i on true hits, pulled towards the voice's mean feel
+    (so rarely used atoms fall back to a sensible template, not to silence).
+    """
+    roles = channel_roles(codec)
+    if not roles.feel:
+        return
+    A, C, L = model.atoms.shape
+    windows = to_patches(data, L)
+    windows = windows[windows.abs().sum(1) > 0]
+    g = torch.Generator().manual_seed(seed)
+    if len(windows) > max_windows:
+        windows = windows[torch.randperm(len(windows), generator=g)[:max_windows]]
+    x = windows.reshape(-1, C, L)                                      # (N, C, L) one position each
+    classify = torch.zeros(C, dtype=torch.bool)
+    classify[list(roles.classify)] = True
+    Zs = []
+    for k in range(1, k_max + 1):                                      # codes at every k the knob allows
+        idx, val = pursuit(x, model.atoms, torch.tensor(k), k_max, classify)
+        Z = torch.zeros(len(x), A)
+        Z.scatter_add_(1, idx[:, :, 0], val[:, :, 0])
+        Zs.append(Z)
+    Z = torch.cat(Zs)                                                  # (k_max*N, A)
+    X = x.repeat(k_max, 1, 1)                                          # (k_max*N, C, L)
+    W = model.decoder.weight                                           # (A, C, L)
+    eye = torch.eye(A)
+    for feel, hits, lo, hi in roles.feel:
+        for fc, hc in zip(feel, hits):
+            true_hit = X[:, hc] > 0.5                                  # (M, L)
+            mean = float((X[:, fc][true_hit]).mean()) if true_hit.any() else 0.0
+            for l in range(L):
+                m = true_hit[:, l]
+                if not m.any():
+                    continue
+                Zm = Z[m]
+                strength_h = Zm @ W[:, hc, l]                           # decoded hit strength
+                target = X[m, fc, l] * strength_h
+                prior = mean * W[:, hc, l]
+                W[:, fc, l] = torch.linalg.solve(Zm.T @ Zm + strength * eye,
+                                                 Zm.T @ target + strength * prior)
+    model.normalize_atoms()
+
+
+def _world() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(a: TrainArgs, log=sys.stderr) -> dict:
+    t_start = time.perf_counter()
+    torch.set_num_threads(a.threads)
+    rank, world = _world()
+    codec = CODECS[a.codec]
+    out = Path(a.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    train_pieces, corpus_info = load_corpus(a.corpus, codec, "train")
+    val_pieces, _ = load_corpus(a.corpus, codec, "validation")
+    if not train_pieces:
+        raise ValueError(f"{a.corpus}: no training pieces")
+    section_steps = (codec.steps_per_bar * a.section_bars) if codec.is_grid else 16 * a.section_bars * 4
+    data = torch.from_numpy(sections(train_pieces, section_steps)).permute(0, 2, 1).contiguous()
+    if a.max_sections:
+        data = data[: a.max_sections]
+    val = torch.from_numpy(sections(val_pieces or train_pieces[:4], section_steps)).permute(0, 2, 1)[:512]
+    corpus_info["split"] = "train"
+
+    torch.manual_seed(a.seed)
+    cfg = ModelConfig(codec.channels, a.n_atoms, a.atom_length, a.hop, tuple(a.tcn), 3, a.k_max, a.nonneg)
+    model = TCNkWTA(cfg)
+    windows = beat_windows(data, a.atom_length)
+    shared_gen = torch.Generator().manual_seed(a.seed + 1)              # identical on every rank
+    with torch.no_grad():                                               # atoms start as real windows
+        model.decoder.weight.copy_(windows[torch.randint(len(windows), (a.n_atoms,), generator=shared_gen)])
+        model.normalize_atoms()
+        model.tie_code_to_atoms()
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+
+    steps_per_epoch = max(1, math.ceil(len(data) / (a.batch * world)))
+    total_steps = a.epochs * steps_per_epoch if a.epochs else 0
+    reserve = 0.0 if a.epochs else 40.0 + 0.1 * a.minutes * 60        # refit + evaluation
+    budget = a.minutes * 60 - reserve - (time.perf_counter() - t_start)
+    loop = {"step": 0, "epoch": 0, "elapsed": 0.0, "resampled": 0,
+            "rng": np.random.default_rng([a.seed, rank]).bit_generator.state,
+            "k_rng": np.random.default_rng([a.seed, 99]).bit_generator.state,
+            "shared_gen": shared_gen.get_state().tolist(), "usage": [0.0] * a.n_atoms, "history": []}
+    if a.resume:
+        loop = ckpt.load_checkpoint(out, model, opt)
+        print(f"resumed at epoch {loop['epoch']}, step {loop['step']}", file=log)
+    rng = np.random.default_rng(); rng.bit_generator.state = loop["rng"]
+    k_rng = np.random.default_rng(); k_rng.bit_generator.state = loop["k_rng"]
+    shared_gen.set_state(torch.tensor(loop["shared_gen"], dtype=torch.uint8))
+    usage = torch.tensor(loop["usage"])
+
+    t0 = time.perf_counter() - loop["elapsed"]
+    done = False
+    while not done:
+        model.train()
+        epoch_loss = 0.0
+        for _ in range(steps_per_epoch):
+            elapsed = time.perf_counter() - t0
+            progress = loop["step"] / total_steps if total_steps else elapsed / max(budget, 1e-9)
+            k = k_for_step(progress, k_rng, a)
+            x = data[torch.from_numpy(rng.integers(0, len(data), a.batch))]
+            y, z = net(x, k)
+            loss = reconstruction_loss(y, x, codec)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                model.normalize_atoms()
+                usage += (z != 0).sum((0, 2)).float()
+            loop["step"] += 1
+            epoch_loss += loss.item()
+            if loop["step"] % a.resample_every == 0:
+                if world > 1:
+                    dist.all_reduce(usage)
+                loop["resampled"] += resample_dead(model, usage, windows, shared_gen)
+                usage.zero_()
+            if total_steps and loop["step"] >= total_steps or not total_steps and elapsed >= budget:
+                done = True
+                break
+        loop["epoch"] += 1
+        model.eval()
+        with torch.no_grad():
+            vy, _ = model(val, a.k_max)
+            val_loss = float(reconstruction_loss(vy, val, codec))
+        loop["elapsed"] = time.perf_counter() - t0
+        loop["history"].append({"epoch": loop["epoch"], "train_loss": round(epoch_loss / steps_per_epoch, 5),
+                                "val_loss": round(val_loss, 5)})
+        if rank == 0:
+            _progress(loop, budget, total_steps, steps_per_epoch, log)
+            loop["rng"] = rng.bit_generator.state
+            loop["k_rng"] = k_rng.bit_generator.state
+            loop["shared_gen"] = shared_gen.get_state().tolist()
+            loop["usage"] = usage.tolist()
+            ckpt.save_checkpoint(out, model, opt, loop)
+    if rank == 0:
+        print(file=log)
+
+    refit_feel(model, codec, data, a.k_max, seed=a.seed)
+    if world > 1:
+        import hashlib
+        digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in model.state_dict().values()))
+        (out / f"rank{rank}.sha256").write_text(digest.hexdigest() + "\n")
+        dist.barrier()
+        if rank != 0:
+            dist.destroy_process_group()
+            return {}
+    args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(a).items()}
+    ckpt.save_model(out, model, codec, corpus_info, args)
+    test_pieces, _ = load_corpus(a.corpus, codec, "test")
+    if a.eval_pieces:
+        test_pieces = test_pieces[: a.eval_pieces]
+    metrics = evaluate(model, codec, test_pieces, train_pieces, a.k_max)
+    metrics["training"] = {"steps": loop["step"], "epochs": loop["epoch"], "seconds_training": round(loop["elapsed"], 1),
+                           "seconds_total": round(time.perf_counter() - t_start, 1), "world_size": world,
+                           "atoms_resampled": loop["resampled"], "history": loop["history"][-5:]}
+    ckpt.write_json_atomic(out / "metrics.json", metrics)
+    if world > 1:
+        dist.destroy_process_group()
+    return metrics
+
+
+def _progress(loop, budget, total_steps, steps_per_epoch, log):
+    h = loop["history"][-1]
+    frac = loop["step"] / total_steps if total_steps else min(1.0, loop["elapsed"] / max(budget, 1e-9))
+    bar = "#" * int(frac * 30)
+    print(f"\r[{bar:<30}] {frac:4.0%} epoch {h['epoch']} step {loop['step']} "
+          f"loss {h['train_loss']:.4f} val {h['val_loss']:.4f} {loop['elapsed']:.0f}s", end="", file=log, flush=True)
