@@ -77,6 +77,6 @@ def test_pursuit_uses_exactly_k_atoms_and_more_atoms_fit_better():
         assert ((val != 0).sum(1) <= k).all() and (val[:, k:] == 0).all()
         for p in range(4):
             assert len(set(idx[0, :k, p].tolist())) == k           # no atom chosen twice at a position
-        y = torch.einsum("kp,kcl->cpl", val[0], atoms[idx[0]]).reshape(27, 16)
+        y = torch.einsum("kp,kpcl->cpl", val[0], atoms[idx[0]]).reshape(27, 16)
         errs.append(int(((y[:9] > 0.5) != (x[0, :9] > 0.5)).sum()))
     assert errs[0] >= errs[1] >= errs[2]

@@ -19,7 +19,7 @@ from sidl.realtime.codecs import bars_to_steps, encode_notes
 from sidl.realtime.grid import Codec
 from sidl.realtime.midifile import MidiFileError, load_midi, read_score
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MIDI_SUFFIXES = (".mid", ".midi", ".MID", ".MIDI")
 
 
@@ -53,8 +53,10 @@ def encode_file(path, codec: Codec, shift_beats: float = 0.0,
     """
     score = read_score(load_midi(path), fold_sustain=codec.name != "drums")
     if codec.name == "piano-events":
-        from sidl.realtime.performance import encode_performance
-        return encode_performance(score), codec
+        # Event pieces stay token ids (n_events,) int16: one-hot rows for a whole corpus would
+        # not fit in memory (POP909 ~9 GB); batches are one-hot encoded when they are used.
+        from sidl.realtime.performance import events_from_score
+        return events_from_score(score), codec
     num, den = meter or score.meter_at(shift_beats)
     try:
         codec = codec.with_meter(num, den)
@@ -133,13 +135,15 @@ def sections(pieces: list[Piece], n_steps: int) -> np.ndarray:
 
     ``n_steps`` should be a whole number of bars so sections start on bar lines. Short pieces (fills)
     become one padded section instead of being dropped.
+    Event pieces (token ids) give (n_sections, n_steps) int16 windows padded with -1 (no event).
     """
     out = []
     for p in pieces:
         for s in range(0, len(p.x), n_steps):
             w = p.x[s:s + n_steps]
             if len(w) < n_steps:
-                w = np.concatenate([w, np.zeros((n_steps - len(w), w.shape[1]), np.float32)])
+                pad = np.full((n_steps - len(w),) + w.shape[1:], -1 if w.ndim == 1 else 0, w.dtype)
+                w = np.concatenate([w, pad])
             out.append(w)
     if not out:
         raise ValueError("no sections: the corpus is empty")

@@ -14,6 +14,7 @@ class Counts:
         self.tp = self.fp = self.fn = 0
         self.vel_err = self.off_err = 0.0
         self.n_true = 0
+        self.vel_err_found = self.off_err_found = 0.0   # on true hits the model also found
 
     def add_drums(self, true: np.ndarray, pred: np.ndarray) -> None:
         """true, pred: (steps, 27) drum grids (pred already read out)."""
@@ -24,6 +25,9 @@ class Counts:
         self.vel_err += float(np.abs(pred[:, v][th] - true[:, v][th]).sum() * 127)
         self.off_err += float(np.abs(pred[:, o][th] - true[:, o][th]).sum())
         self.n_true += int(th.sum())
+        both = th & ph
+        self.vel_err_found += float(np.abs(pred[:, v][both] - true[:, v][both]).sum() * 127)
+        self.off_err_found += float(np.abs(pred[:, o][both] - true[:, o][both]).sum())
 
     def add_notes(self, true: NoteArray, pred: NoteArray, tolerance: float) -> None:
         """Onset matching, pitch exact, |dt| <= tolerance (same unit as the note times)."""
@@ -49,6 +53,8 @@ class Counts:
         if feel:
             out["velocity_mae"] = round(self.vel_err / max(1, self.n_true), 2)
             out["offset_mae"] = round(self.off_err / max(1, self.n_true), 4)
+            out["velocity_mae_found"] = round(self.vel_err_found / max(1, self.tp), 2)
+            out["offset_mae_found"] = round(self.off_err_found / max(1, self.tp), 4)
         else:
             out["velocity_mae_matched"] = round(self.vel_err / max(1, self.tp), 2)
         return out

@@ -97,6 +97,9 @@ class TCNkWTA(nn.Module):
                               cfg.atom_length, stride=cfg.hop)
         self.decoder = nn.ConvTranspose1d(cfg.n_atoms, cfg.channels, cfg.atom_length,
                                           stride=cfg.hop, bias=False)
+        # Each channel's mean feel (e.g. a drum class's mean velocity), read out where no atom sounds
+        # strongly enough to carry a template of its own. Set by the trainer's feel refit.
+        self.register_buffer("feel_prior", torch.zeros(cfg.channels))
         with torch.no_grad():
             self.normalize_atoms()
             self.tie_code_to_atoms()

@@ -124,14 +124,23 @@ def sparse_decode(idx: torch.Tensor, val: torch.Tensor, atoms: torch.Tensor) -> 
     return from_patches(y.reshape(B * P, C * L), B, C, L)
 
 
-def read_out(y: torch.Tensor, roles: ChannelRoles) -> torch.Tensor:
-    """Linear sum (B, C, T) -> codec array: hits as summed, feel = ratio to its hit, 0 where no hit."""
+WEAK_HIT = 0.1   # below this summed hit strength the ratio is noise: read the channel's prior
+
+
+def read_out(y: torch.Tensor, roles: ChannelRoles, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Linear sum (B, C, T) -> codec array: hits as summed, feel = ratio to its hit.
+
+    Where atoms barely sound at a hit channel, feel falls back to ``prior`` (C,), the channel's
+    mean feel, so a near-miss still carries a sensible velocity. The codec ignores feel where no
+    hit passes 0.5, so filling it everywhere changes no note.
+    """
     if not roles.feel:
         return y
     out = y.clone()
     for feel, hits, lo, hi in roles.feel:
         f, h = list(feel), list(hits)
         strength = y[:, h]
-        ratio = (y[:, f] / strength.clamp_min(1e-3)).clamp(lo, hi)
-        out[:, f] = torch.where(strength > 0.5, ratio, torch.zeros_like(ratio))
+        ratio = (y[:, f] / strength.clamp_min(WEAK_HIT)).clamp(lo, hi)
+        fallback = torch.zeros_like(ratio) if prior is None else prior[f][None, :, None].expand_as(ratio)
+        out[:, f] = torch.where(strength > WEAK_HIT, ratio, fallback)
     return out

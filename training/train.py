@@ -98,10 +98,17 @@ def reconstruction_loss(y: torch.Tensor, x: torch.Tensor, codec: Codec) -> torch
     for feel, hits, lo, hi in roles.feel:
         f, h = list(feel), list(hits)
         true_hit = x[:, h] > 0.5
-        ratio = (y[:, f] / y[:, h].clamp_min(0.1)).clamp(lo, hi)
+        ratio = (y[:, f] / y[:, h].detach().clamp_min(0.1)).clamp(lo, hi)   # feel never bends hits
         err = (ratio - x[:, f]).pow(2) * true_hit
         loss = loss + err.sum() / true_hit.sum().clamp_min(1)
     return loss
+
+
+def model_input(batch: torch.Tensor, codec: Codec) -> torch.Tensor:
+    """Sections as stored -> (B, C, T) float input. Event sections are token ids, one-hot here."""
+    if codec.is_grid:
+        return batch
+    return F.one_hot(batch.long() + 1, codec.channels + 1)[..., 1:].permute(0, 2, 1).float()  # -1 -> silence
 
 
 def beat_windows(data: torch.Tensor, length: int) -> torch.Tensor:
@@ -159,6 +166,7 @@ def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
         for fc, hc in zip(feel, hits):
             true_hit = X[:, hc] > 0.5                                  # (M, L)
             mean = float((X[:, fc][true_hit]).mean()) if true_hit.any() else 0.0
+            model.feel_prior[fc] = mean
             for l in range(L):
                 m = true_hit[:, l]
                 if not m.any():
@@ -194,16 +202,19 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
     if not train_pieces:
         raise ValueError(f"{a.corpus}: no training pieces")
     section_steps = (codec.steps_per_bar * a.section_bars) if codec.is_grid else 16 * a.section_bars * 4
-    data = torch.from_numpy(sections(train_pieces, section_steps)).permute(0, 2, 1).contiguous()
+    data = torch.from_numpy(sections(train_pieces, section_steps))
+    val = torch.from_numpy(sections(val_pieces or train_pieces[:4], section_steps))[:512]
+    if codec.is_grid:                                                  # (N, T, C) -> (N, C, T)
+        data, val = data.permute(0, 2, 1).contiguous(), val.permute(0, 2, 1)
     if a.max_sections:
         data = data[: a.max_sections]
-    val = torch.from_numpy(sections(val_pieces or train_pieces[:4], section_steps)).permute(0, 2, 1)[:512]
+    val = model_input(val, codec)
     corpus_info["split"] = "train"
 
     torch.manual_seed(a.seed)
     cfg = ModelConfig(codec.channels, a.n_atoms, a.atom_length, a.hop, tuple(a.tcn), 3, a.k_max, a.nonneg)
     model = TCNkWTA(cfg)
-    windows = beat_windows(data, a.atom_length)
+    windows = beat_windows(model_input(data[:4096], codec), a.atom_length)
     shared_gen = torch.Generator().manual_seed(a.seed + 1)              # identical on every rank
     with torch.no_grad():                                               # atoms start as real windows
         model.decoder.weight.copy_(windows[torch.randint(len(windows), (a.n_atoms,), generator=shared_gen)])
@@ -214,7 +225,7 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
 
     steps_per_epoch = max(1, math.ceil(len(data) / (a.batch * world)))
     total_steps = a.epochs * steps_per_epoch if a.epochs else 0
-    reserve = 0.0 if a.epochs else 40.0 + 0.1 * a.minutes * 60        # refit + evaluation
+    reserve = 0.0 if a.epochs else 60.0 + 0.15 * a.minutes * 60       # refit + evaluation
     budget = a.minutes * 60 - reserve - (time.perf_counter() - t_start)
     loop = {"step": 0, "epoch": 0, "elapsed": 0.0, "resampled": 0,
             "rng": np.random.default_rng([a.seed, rank]).bit_generator.state,
@@ -237,7 +248,7 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
             elapsed = time.perf_counter() - t0
             progress = loop["step"] / total_steps if total_steps else elapsed / max(budget, 1e-9)
             k = k_for_step(progress, k_rng, a)
-            x = data[torch.from_numpy(rng.integers(0, len(data), a.batch))]
+            x = model_input(data[torch.from_numpy(rng.integers(0, len(data), a.batch))], codec)
             y, z = net(x, k)
             loss = reconstruction_loss(y, x, codec)
             opt.zero_grad(set_to_none=True)
