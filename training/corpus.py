@@ -81,7 +81,7 @@ def _cache_key(name: str, root: Path, codec: Codec, files: list[tuple[str, dict]
 
 def load_pieces(name: str, root: Path, codec: Codec, files: list[tuple[str, dict]],
                 shifts: dict[str, float] | None = None, cache: bool = True,
-                log=sys.stderr, meters: dict[str, tuple[int, int]] | None = None) -> list[Piece]:
+                log=None, meters: dict[str, tuple[int, int]] | None = None) -> list[Piece]:
     """Encode ``files`` (relative path, labels) under ``root`` with ``codec``, through the cache.
 
     ``shifts`` (beats) and ``meters`` are per relative path; they are not part of the cache key,
@@ -106,7 +106,7 @@ def load_pieces(name: str, root: Path, codec: Codec, files: list[tuple[str, dict
         if len(x):
             pieces.append(Piece(rel, x, c, labels))
     for msg in skipped:
-        print(f"skipped: {msg}", file=log)
+        print(f"skipped: {msg}", file=log or sys.stderr)
     if cache and pieces:
         path.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.cumsum([0] + [len(p.x) for p in pieces])

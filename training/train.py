@@ -1,12 +1,12 @@
 """Train a TCN-kWTA dictionary on a corpus, then fit the atoms' feel and measure them.
 
     sections -> batches -> TCN-kWTA autoencoder (k drawn per batch, so one dictionary serves every k)
-             -> atoms renormalised each step, dead atoms resampled from real windows
+             -> atoms renormalised each step, dead atoms restarted on the worst-reconstructed windows
              -> feel refit (closed form) -> metrics on the test split -> run folder
 
 Runs data-parallel under ``torchrun`` (DDP, gloo): every rank draws its own batches, all ranks
-share the k of each step, and dead-atom resampling uses usage summed over ranks and a generator
-seeded the same everywhere, so the ranks stay identical.
+share the k of each step, and dead-atom resampling uses usage summed over ranks and rank 0's
+windows, broadcast, so the ranks stay identical.
 """
 from __future__ import annotations
 
@@ -87,20 +87,19 @@ def k_for_step(progress: float, rng: np.random.Generator, a: TrainArgs) -> int:
 
 
 def reconstruction_loss(y: torch.Tensor, x: torch.Tensor, codec: Codec) -> torch.Tensor:
-    """Hits/onsets as classification (clipped squared error at threshold 0.5: no penalty past 0 or 1),
-    feel as regression on true hits through the ratio read-out; events as cross-entropy per step."""
+    """Hits/onsets/holds as classification (squared error clipped at 0 and 1: the decision is at 0.5
+    and confident outputs cost nothing), feel as regression on true hits, events as cross-entropy.
+    Feel templates are refit in closed form for the ratio read-out after training."""
     roles = channel_roles(codec)
     if roles.argmax:
         return F.cross_entropy(y, x.argmax(1))
     cls = list(roles.classify)
     yc, xc = y[:, cls], x[:, cls]
-    loss = torch.where(xc > 0.5, F.relu(1 - yc), F.relu(yc)).pow(2).mean()
+    loss = torch.where(xc > 0.5, F.relu(1 - yc), F.relu(yc)).pow(2).sum() / yc.numel()
     for feel, hits, lo, hi in roles.feel:
         f, h = list(feel), list(hits)
         true_hit = x[:, h] > 0.5
-        ratio = (y[:, f] / y[:, h].detach().clamp_min(0.1)).clamp(lo, hi)   # feel never bends hits
-        err = (ratio - x[:, f]).pow(2) * true_hit
-        loss = loss + err.sum() / true_hit.sum().clamp_min(1)
+        loss = loss + ((y[:, f] - x[:, f]).pow(2) * true_hit).sum() / yc.numel()
     return loss
 
 
@@ -120,20 +119,30 @@ def beat_windows(data: torch.Tensor, length: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def resample_dead(model: TCNkWTA, usage: torch.Tensor, windows: torch.Tensor, gen: torch.Generator) -> int:
+def resample_dead(model: TCNkWTA, usage: torch.Tensor, x: torch.Tensor, y: torch.Tensor, world: int) -> int:
+    """Restart unused atoms on the windows this batch reconstructs worst (what the dictionary lacks).
+
+    Under DDP each rank sees other windows, so rank 0's choice is broadcast: ranks stay identical.
+    """
     dead = (usage == 0).nonzero().flatten()
     if len(dead):
-        pick = torch.randint(len(windows), (len(dead),), generator=gen)
-        model.decoder.weight[dead] = windows[pick] + 0.01 * torch.randn(
-            (len(dead),) + windows.shape[1:], generator=gen)
+        L = model.cfg.atom_length
+        residual = to_patches(x - y, L)                                  # (B*P, C*L)
+        worst = (residual ** 2).sum(1).topk(min(len(dead), len(residual))).indices
+        dead = dead[: len(worst)]
+        model.decoder.weight[dead] = to_patches(x, L)[worst].reshape(len(worst), x.shape[1], L)
         model.normalize_atoms(dead)
         model.tie_code_to_atoms(dead)
+    if world > 1:
+        for p in (model.decoder.weight, model.code.weight, model.code.bias):
+            dist.broadcast(p.data, 0)
     return len(dead)
 
 
 @torch.no_grad()
 def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
-               strength: float = 5.0, max_windows: int = 16384, seed: int = 0) -> None:
+               strength: float = 5.0, max_windows: int = 16384, seed: int = 0,
+               work_budget: float = 1e10) -> None:
     """Closed-form feel templates for the codes the pursuit encoder actually produces.
 
     For each feel channel f with hit channel h, atoms' f-weights solve a ridge regression so that
@@ -146,22 +155,21 @@ def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
     A, C, L = model.atoms.shape
     windows = to_patches(data, L)
     windows = windows[windows.abs().sum(1) > 0]
+    # Pursuit work grows with atoms x classified values x k^2: bound it so big codecs refit in seconds.
+    n_cls = len(channel_roles(codec).classify) * L
+    max_windows = int(min(max_windows, work_budget / (A * n_cls * k_max * (k_max + 1) / 2)))
     g = torch.Generator().manual_seed(seed)
     if len(windows) > max_windows:
         windows = windows[torch.randperm(len(windows), generator=g)[:max_windows]]
     x = windows.reshape(-1, C, L)                                      # (N, C, L) one position each
     classify = torch.zeros(C, dtype=torch.bool)
     classify[list(roles.classify)] = True
-    Zs = []
-    for k in range(1, k_max + 1):                                      # codes at every k the knob allows
-        idx, val = pursuit(x, model.atoms, torch.tensor(k), k_max, classify)
-        Z = torch.zeros(len(x), A)
-        Z.scatter_add_(1, idx[:, :, 0], val[:, :, 0])
-        Zs.append(Z)
-    Z = torch.cat(Zs)                                                  # (k_max*N, A)
-    X = x.repeat(k_max, 1, 1)                                          # (k_max*N, C, L)
+    codes = [pursuit(x, model.atoms, torch.tensor(k), k_max, classify)  # every k the knob allows
+             for k in range(1, k_max + 1)]
+    I = torch.cat([i[:, :, 0] for i, _ in codes])                       # (M, k_max) atom per slot
+    V = torch.cat([v[:, :, 0] for _, v in codes])                       # (M, k_max) amplitude, 0 = unused
+    X = x.repeat(k_max, 1, 1)                                          # (M, C, L)
     W = model.decoder.weight                                           # (A, C, L)
-    eye = torch.eye(A)
     for feel, hits, lo, hi in roles.feel:
         for fc, hc in zip(feel, hits):
             true_hit = X[:, hc] > 0.5                                  # (M, L)
@@ -171,12 +179,17 @@ def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
                 m = true_hit[:, l]
                 if not m.any():
                     continue
-                Zm = Z[m]
-                strength_h = Zm @ W[:, hc, l]                           # decoded hit strength
+                Im, Vm = I[m], V[m]
+                strength_h = (Vm * W[Im, hc, l]).sum(1)                  # decoded hit strength
                 target = X[m, fc, l] * strength_h
-                prior = mean * W[:, hc, l]
-                W[:, fc, l] = torch.linalg.solve(Zm.T @ Zm + strength * eye,
-                                                 Zm.T @ target + strength * prior)
+                # Normal equations of the sparse code matrix, accumulated from its k nonzeros per row.
+                gram = strength * torch.eye(A)
+                rhs = strength * mean * W[:, hc, l]
+                for a in range(k_max):
+                    rhs.index_add_(0, Im[:, a], Vm[:, a] * target)
+                    for b in range(k_max):
+                        gram.index_put_((Im[:, a], Im[:, b]), Vm[:, a] * Vm[:, b], accumulate=True)
+                W[:, fc, l] = torch.linalg.solve(gram, rhs)
     model.normalize_atoms()
 
 
@@ -215,9 +228,9 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
     cfg = ModelConfig(codec.channels, a.n_atoms, a.atom_length, a.hop, tuple(a.tcn), 3, a.k_max, a.nonneg)
     model = TCNkWTA(cfg)
     windows = beat_windows(model_input(data[:4096], codec), a.atom_length)
-    shared_gen = torch.Generator().manual_seed(a.seed + 1)              # identical on every rank
+    init_gen = torch.Generator().manual_seed(a.seed + 1)                # identical on every rank
     with torch.no_grad():                                               # atoms start as real windows
-        model.decoder.weight.copy_(windows[torch.randint(len(windows), (a.n_atoms,), generator=shared_gen)])
+        model.decoder.weight.copy_(windows[torch.randint(len(windows), (a.n_atoms,), generator=init_gen)])
         model.normalize_atoms()
         model.tie_code_to_atoms()
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -230,13 +243,12 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
     loop = {"step": 0, "epoch": 0, "elapsed": 0.0, "resampled": 0,
             "rng": np.random.default_rng([a.seed, rank]).bit_generator.state,
             "k_rng": np.random.default_rng([a.seed, 99]).bit_generator.state,
-            "shared_gen": shared_gen.get_state().tolist(), "usage": [0.0] * a.n_atoms, "history": []}
+            "usage": [0.0] * a.n_atoms, "history": []}
     if a.resume:
         loop = ckpt.load_checkpoint(out, model, opt)
         print(f"resumed at epoch {loop['epoch']}, step {loop['step']}", file=log)
     rng = np.random.default_rng(); rng.bit_generator.state = loop["rng"]
     k_rng = np.random.default_rng(); k_rng.bit_generator.state = loop["k_rng"]
-    shared_gen.set_state(torch.tensor(loop["shared_gen"], dtype=torch.uint8))
     usage = torch.tensor(loop["usage"])
 
     t0 = time.perf_counter() - loop["elapsed"]
@@ -262,7 +274,7 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
             if loop["step"] % a.resample_every == 0:
                 if world > 1:
                     dist.all_reduce(usage)
-                loop["resampled"] += resample_dead(model, usage, windows, shared_gen)
+                loop["resampled"] += resample_dead(model, usage, x, y.detach(), world)
                 usage.zero_()
             if total_steps and loop["step"] >= total_steps or not total_steps and elapsed >= budget:
                 done = True
@@ -279,7 +291,6 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
             _progress(loop, budget, total_steps, steps_per_epoch, log)
             loop["rng"] = rng.bit_generator.state
             loop["k_rng"] = k_rng.bit_generator.state
-            loop["shared_gen"] = shared_gen.get_state().tolist()
             loop["usage"] = usage.tolist()
             ckpt.save_checkpoint(out, model, opt, loop)
     if rank == 0:
