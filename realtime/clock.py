@@ -108,6 +108,7 @@ class ClockFollower:
         self._line = (0.0, self._tick_s)      # fitted time at the last tick, seconds per tick
         self._tol = CHANGE_MIN_S
         self._last_t = -math.inf
+        self._armed_at = -math.inf
         self._timeline: Timeline | None = None
 
     # -- input -------------------------------------------------------------------------------
@@ -115,9 +116,9 @@ class ClockFollower:
         if kind == "clock":
             self._clock(t)
         elif kind == "start":
-            self._armed, self._next_tick = True, 0
+            self._arm(t, 0)
         elif kind == "continue":
-            self._armed = True
+            self._arm(t, self._next_tick)
         elif kind == "stop":
             self._stop()
         elif kind == "songpos":
@@ -125,6 +126,13 @@ class ClockFollower:
             self._next_tick = int(extra) * SPP_TICKS
         else:
             raise ValueError(f"unknown clock message {kind!r}")
+
+    def _arm(self, t: float, tick: int) -> None:
+        """Start/Continue: until the first tick, expect it one tick from now at the last tempo, so
+        the engine can prepare the first bar before it begins (the first tick then corrects it)."""
+        self._armed, self._armed_at, self._next_tick = True, t, tick
+        self._song_tick = tick - 1
+        self._timeline = Timeline(t + self._tick_s, tick / PPQN, self._quarter_s)
 
     def _clock(self, t: float) -> None:
         if t - self._last_t > LOST_QUARTERS * self._quarter_s:
@@ -182,12 +190,15 @@ class ClockFollower:
 
     @property
     def timeline(self) -> Timeline | None:
-        """The current seconds <-> quarters map while running, else None."""
+        """The current seconds <-> quarters map while running (or expected, between Start and the
+        first tick), else None."""
         return self._timeline
 
     def lost(self, now: float) -> bool:
-        """True when running but no clock has arrived for two beats (quarters)."""
-        return self.running and now - self._last_t > LOST_QUARTERS * self._quarter_s
+        """True when running (or started) but no clock has arrived for two beats (quarters)."""
+        if not (self.running or self._armed):
+            return False
+        return now - max(self._last_t, self._armed_at) > LOST_QUARTERS * self._quarter_s
 
     def position(self, now: float) -> float | None:
         """Quarter notes since song start at ``now`` (never beyond the next tick), or None if stopped."""

@@ -2,9 +2,10 @@
 
 Three threads, each with one job:
 
-* the input callback (the MIDI backend's real-time thread, see ``ports``) only stamps and queues;
-* the conductor (``run_live``, the caller's thread) drains that queue: clock messages move the
-  clock, notes go into the bar buffer stamped with their song position, CCs change the controls.
+* the MIDI backend's real-time thread only queues incoming messages (inside rtmidi, see ``ports``);
+* the conductor (``run_live``, the caller's thread) polls them every millisecond: clock
+  messages move the clock, notes go into the bar buffer stamped with their song position, CCs
+  change the controls.
   When a bar's input window closes it hands a ``BarJob`` to
 * the worker, which composes the next bar (``Composer``: the model's encode/decode, never on the
   input thread) and submits it to the ``Scheduler``, whose thread sends at absolute times.
@@ -36,6 +37,7 @@ from .notes import NoteArray
 from .scheduler import Batch, Scheduler
 
 PANIC, RETIME = "panic", "retime"         # what the conductor must do after feed()/poll()
+POLL_S = 0.001                            # the conductor looks at its input this often
 TIMING_RING = 1024                        # recent compute times kept for the status line
 
 
@@ -279,12 +281,12 @@ def status_line(engine: Engine, scheduler: Scheduler, now: float) -> str:
             f"  dropped {engine.dropped}")
 
 
-def run_live(engine: Engine, inputs: "queue.SimpleQueue", scheduler: Scheduler, stop: threading.Event, *,
+def run_live(engine: Engine, poll, scheduler: Scheduler, stop: threading.Event, *,
              watch=(), status=None, status_every_s: float = 0.25, clock=time.perf_counter,
              on_first_bar=None) -> str | None:
     """Conduct until ``stop`` is set; returns why it ended early (a vanished port, a failed output).
 
-    ``inputs`` carries ``(t, raw bytes)`` from the input callback; ``watch`` are ports with
+    ``poll()`` returns the ``(t, raw bytes)`` that arrived since its last call; ``watch`` are ports with
     ``alive()``; ``status`` is a text stream for the one-line status (None: quiet);
     ``on_first_bar()`` is called by the worker once the first bar is scheduled.
     The scheduler is silenced on the way out, whatever the reason.
@@ -295,6 +297,9 @@ def run_live(engine: Engine, inputs: "queue.SimpleQueue", scheduler: Scheduler, 
         first = on_first_bar
         while (job := jobs.get()) is not None:
             scheduler.submit(engine.render(job))
+            tl = engine.timeline
+            if engine.follower is not None and tl is not None and tl is not job.timeline:
+                scheduler.retime(tl)            # a tick came while we composed: catch up now
             if first is not None:
                 first, _ = None, first()
 
@@ -303,18 +308,15 @@ def run_live(engine: Engine, inputs: "queue.SimpleQueue", scheduler: Scheduler, 
     next_status = clock()
     reason = None
     try:
-        while not stop.is_set():
-            try:
-                t, data = inputs.get(timeout=0.005)
-            except queue.Empty:
-                pass
-            else:
+        while not stop.wait(POLL_S):
+            retime = False
+            for t, data in poll():
                 act = engine.feed(t, data)
                 if act == PANIC:
                     scheduler.panic()
-                elif act == RETIME:
-                    scheduler.retime(engine.timeline)
-                continue                            # drain everything queued before anything else
+                retime = retime or act == RETIME
+            if retime and engine.timeline is not None:
+                scheduler.retime(engine.timeline)
             now = clock()
             if engine.poll(now) == PANIC:
                 scheduler.panic()

@@ -133,13 +133,13 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    scheduler = Scheduler(outp).start()
+    scheduler = Scheduler(outp, latency_s=outp.latency_s).start()
     err = sys.stderr
     waiting = "waiting for MIDI clock Start" if clock is None else f"{clock.bpm:g} BPM"
     print(f"sidl-live: {controls.mode} on {codec_name(model)}, in {inp.name!r}, out {outp.name!r}, "
           f"{waiting}; ports open in {(t_open - t_start) * 1e3:.0f} ms", file=err, flush=True)
     try:
-        reason = run_live(engine, inp.queue, scheduler, stop, watch=[p for p in (inp, outp) if p.target],
+        reason = run_live(engine, inp.poll, scheduler, stop, watch=[p for p in (inp, outp) if p.target],
                           status=err if err.isatty() else None,
                           on_first_bar=lambda: print(f"sidl-live: first bar ready in "
                                                      f"{(time.perf_counter() - t_start) * 1e3:.0f} ms",

@@ -3,15 +3,22 @@
 We drive python-rtmidi directly (mido only supplies message objects elsewhere) for three reasons:
 every port gets its own client name (mido's rtmidi backend turns any port with a client name into a
 virtual one, and under JACK each rtmidi object is a JACK client of its own); MIDI clock must not be
-filtered (rtmidi ignores timing messages by default); and the input callback, which runs on the
-backend's real-time thread, must only stamp the raw bytes with ``perf_counter()`` and queue them.
+filtered (rtmidi ignores timing messages by default); and inputs are polled, not called back.
+
+Why polled: a Python callback runs on the backend's real-time thread and must take the GIL there.
+Whenever another Python thread holds it, JACK sees the client miss its period (an xrun), and in JACK's
+asynchronous mode a reader that misses its period can read a port buffer already being rewritten:
+wrong or doubled notes. Without a callback, rtmidi's real-time thread only fills rtmidi's own
+lock-free queue with each message and its time since the previous one; ``MidiInput.poll()`` drains it
+from an ordinary thread and turns those delta times back into ``perf_counter()`` seconds.
 
 Every failure a user can cause or fix is a ``PortError`` with a one-line message.
 """
 from __future__ import annotations
 
+import ctypes
 import os
-import queue
+import math
 import re
 import socket
 import sys
@@ -25,6 +32,7 @@ START_JACK = "start a JACK server (jackd -d dummy -r 48000 -p 64 &) or run .ci/s
 # the API names themselves are accepted too.
 BACKENDS = {"jack": "UNIX_JACK", "alsa": "LINUX_ALSA", "coremidi": "MACOSX_CORE", "winmm": "WINDOWS_MM"}
 MIDO_PREFIX = "mido.backends.rtmidi/"
+INPUT_QUEUE = 4096        # messages rtmidi holds between polls (a bar of dense clock + notes is ~200)
 
 
 class PortError(Exception):
@@ -86,10 +94,38 @@ def _auto_backend() -> str:
     raise PortError(f"no MIDI system found (no JACK server, no ALSA sequencer): {START_JACK}")
 
 
+def transport_latency_s(api: str) -> float:
+    """Mean delay between sending a message and its delivery, where the backend tells us.
+
+    JACK delivers MIDI at the start of the next period, so on average half a period late; we ask the
+    server for its period through libjack (already loaded by rtmidi). Other backends deliver at once.
+    """
+    if api != "UNIX_JACK":
+        return 0.0
+    try:
+        lib = ctypes.CDLL("libjack.so.0")
+    except OSError:
+        return 0.0
+    lib.jack_client_open.restype = ctypes.c_void_p
+    lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    for f in (lib.jack_get_buffer_size, lib.jack_get_sample_rate):
+        f.argtypes, f.restype = [ctypes.c_void_p], ctypes.c_uint32
+    lib.jack_client_close.argtypes = [ctypes.c_void_p]
+    status = ctypes.c_int(0)
+    client = lib.jack_client_open(b"sidl-probe", 1, ctypes.byref(status))   # 1 = JackNoStartServer
+    if not client:
+        return 0.0
+    try:
+        return 0.5 * lib.jack_get_buffer_size(client) / lib.jack_get_sample_rate(client)
+    finally:
+        lib.jack_client_close(client)
+
+
 def _rt(cls_name: str, api: str, client_name: str):
     import rtmidi
     try:
-        return getattr(rtmidi, cls_name)(rtapi=getattr(rtmidi, "API_" + api), name=client_name)
+        extra = {"queue_size_limit": INPUT_QUEUE} if cls_name == "MidiIn" else {}
+        return getattr(rtmidi, cls_name)(rtapi=getattr(rtmidi, "API_" + api), name=client_name, **extra)
     except rtmidi.RtMidiError as e:
         raise PortError(f"cannot open the {api} MIDI system: {e}") from e
 
@@ -148,18 +184,34 @@ def match_port(query: str, names: list[str], direction: str = "input") -> str:
 
 # -- ports -----------------------------------------------------------------------------------------
 class MidiInput:
-    """An open input. Messages arrive on ``queue`` as ``(perf_counter seconds, [bytes])``."""
+    """An open input, polled. ``poll()`` returns what arrived since the last poll as
+    ``[(perf_counter seconds, [bytes]), ...]``, each stamped with when it was most likely sent
+    (its arrival, from the backend's own delta times, minus the transport's mean latency).
 
-    def __init__(self, rt, name: str, target: str | None):
-        self._rt, self.name, self.target = rt, name, target
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        put, clock = self.queue.put, time.perf_counter
+    Poll every few milliseconds: the delta times fix the spacing exactly, but where the sequence
+    sits in time is learnt from how soon after an arrival a poll comes (the engine polls every millisecond).
+    """
 
-        def on_message(event, _data):         # the backend's RT thread: stamp and hand over only
-            put((clock(), event[0]))
-
+    def __init__(self, rt, name: str, target: str | None, latency_s: float = 0.0):
+        self._rt, self.name, self.target, self.latency_s = rt, name, target, latency_s
         rt.ignore_types(sysex=True, timing=False, active_sense=True)   # keep clock, drop the rest
-        rt.set_callback(on_message)
+        self._since_first = -1.0     # seconds from the first message to the last, summed deltas
+        self._origin = math.inf      # perf_counter time of the first message: best bound so far
+
+    def poll(self) -> list[tuple[float, list[int]]]:
+        get = self._rt.get_message
+        got = []
+        while (m := get()) is not None:
+            data, delta = m
+            self._since_first = 0.0 if self._since_first < 0 else self._since_first + delta
+            got.append((self._since_first, data))
+        if not got:
+            return got
+        # Each message arrived before this poll, so origin <= now - since_first: keep the tightest
+        # bound seen. It converges on the true origin within a few messages polled soon after arrival.
+        self._origin = min(self._origin, time.perf_counter() - self._since_first)
+        base = self._origin - self.latency_s
+        return [(base + s, data) for s, data in got]
 
     def alive(self) -> bool:
         """False once the existing port we opened has disappeared (virtual ports are ours)."""
@@ -172,10 +224,10 @@ class MidiInput:
 
 
 class MidiOutput:
-    """An open output with mido-style ``send(msg)``."""
+    """An open output with mido-style ``send(msg)``; ``latency_s`` is for the Scheduler."""
 
-    def __init__(self, rt, name: str, target: str | None):
-        self._rt, self.name, self.target = rt, name, target
+    def __init__(self, rt, name: str, target: str | None, latency_s: float = 0.0):
+        self._rt, self.name, self.target, self.latency_s = rt, name, target, latency_s
         self._send = rt.send_message
 
     def send(self, msg) -> None:
@@ -192,15 +244,15 @@ class MidiOutput:
 def open_input(match: str | None = None, client_name: str = "sidl-in",
                backend: str | None = None) -> MidiInput:
     """Open the existing input port ``match`` names, or create the virtual port ``sidl in``."""
-    rt, target = _open("MidiIn", match, client_name, backend, VIRTUAL_IN, "input")
-    return MidiInput(rt, VIRTUAL_IN if target is None else target, target)
+    rt, target, latency = _open("MidiIn", match, client_name, backend, VIRTUAL_IN, "input")
+    return MidiInput(rt, VIRTUAL_IN if target is None else target, target, latency)
 
 
 def open_output(match: str | None = None, client_name: str = "sidl-out",
                 backend: str | None = None) -> MidiOutput:
     """Open the existing output port ``match`` names, or create the virtual port ``sidl out``."""
-    rt, target = _open("MidiOut", match, client_name, backend, VIRTUAL_OUT, "output")
-    return MidiOutput(rt, VIRTUAL_OUT if target is None else target, target)
+    rt, target, latency = _open("MidiOut", match, client_name, backend, VIRTUAL_OUT, "output")
+    return MidiOutput(rt, VIRTUAL_OUT if target is None else target, target, latency)
 
 
 def _open(cls_name, match, client_name, backend, virtual_name, direction):
@@ -214,11 +266,11 @@ def _open(cls_name, match, client_name, backend, virtual_name, direction):
     try:
         if match is None:
             rt.open_virtual_port(virtual_name)
-            return rt, None
+            return rt, None, transport_latency_s(api)
         names = rt.get_ports()
         target = match_port(match, names, direction)
         rt.open_port(names.index(target), name=virtual_name)
-        return rt, target
+        return rt, target, transport_latency_s(api)
     except rtmidi.RtMidiError as e:
         rt.delete()
         raise PortError(f"cannot open MIDI {direction} {match or virtual_name!r}: {e}") from e

@@ -7,13 +7,17 @@ the rest, and sends. Everything it sent passes through a ``NoteTracker``, so ``p
 ``close()`` can always switch off every note still sounding.
 
 The send loop does nothing else: no logging, no formatting, and no allocation it can avoid (the
-pending messages are kept as plain lists, prepared by ``submit`` on the caller's thread).
+pending messages are kept as plain lists, prepared by ``submit`` on the caller's thread). It asks for
+a low real-time priority (refused without the rights; then it is an ordinary thread), and it never
+spins holding the GIL: python-rtmidi's input callback runs on JACK's real-time thread and needs the
+GIL, so a thread that kept it would make JACK miss its period.
 
 An output is anything with ``send(msg: mido.Message)``; ``RecordingOutput`` is the twin that tests
 use: it records ``(t, msg)``.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from .clock import Timeline
 
 ALL_NOTES_OFF_CC = 123
 SPIN_S = 0.001            # sleep until this long before an event, then spin: timed waits overshoot
+RT_PRIORITY = 1           # the lowest real-time slot: above ordinary threads, below JACK (10) and its clients
 LATE_RING = 4096          # recent send lateness values kept for the status line and the benchmark
 
 
@@ -120,14 +125,27 @@ class NoteTracker:
         self.counts[:] = 0
 
 
+def _try_realtime_priority() -> bool:
+    """Ask for a real-time (FIFO) slot for the calling thread, as audio threads do: on a busy machine
+    an ordinary thread can wake a millisecond or more after its timer. Fine to be refused."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
 class Scheduler:
     """A thread that sends each pending message at its absolute time on ``clock``."""
 
     def __init__(self, output: Output, clock: Callable[[], float] = time.perf_counter,
-                 spin_s: float = SPIN_S):
+                 spin_s: float = SPIN_S, latency_s: float = 0.0):
         self.output = output
         self.clock = clock
         self.spin_s = spin_s
+        # The transport delivers this long after we send (JACK: at the next period, on average half
+        # a period away), so messages leave this much early and arrive centred on their time.
+        self.latency_s = latency_s
         self.tracker = NoteTracker()
         self.error: Exception | None = None     # set if the output failed; the thread then stops
         self.lateness = np.full(LATE_RING, np.nan)  # seconds each message went out after its time
@@ -176,6 +194,7 @@ class Scheduler:
                     self.error = self.error or e
                     break
             self.tracker.clear()
+            self.tracker.used[:] = False        # silenced: a second panic has nothing to say
 
     def send_now(self, msg: mido.Message) -> None:
         """Send one message at once, in order with the send thread (MIDI Stop on the way out)."""
@@ -207,9 +226,10 @@ class Scheduler:
 
     # -- sending ---------------------------------------------------------------------------------
     def send_due(self, now: float) -> int:
-        """Send every pending message whose time is <= ``now``; the caller holds the lock (or is a test)."""
+        """Send every pending message due by ``now`` (+ latency); the caller holds the lock (or is a test)."""
         sent = 0
         times, msgs, i, n = self._times, self._msgs, self._i, len(self._times)
+        now += self.latency_s
         while i < n and times[i] <= now:
             msg = msgs[i]
             self.output.send(msg)
@@ -222,20 +242,21 @@ class Scheduler:
         return sent
 
     def _run(self) -> None:
-        clock, cond = self.clock, self._cond
+        _try_realtime_priority()
+        clock, cond, sleep = self.clock, self._cond, time.sleep
         while True:
             with cond:
                 while not self._closed and self._i >= len(self._times):
                     cond.wait()
                 if self._closed:
                     return
-                t_next = self._times[self._i]
+                t_next = self._times[self._i] - self.latency_s
                 wait = t_next - clock() - self.spin_s
                 if wait > 0:
                     cond.wait(wait)             # submit/retime/cancel wake us early: look again
                     continue
-            while clock() < t_next:             # spin the last stretch, outside the lock
-                pass
+            while clock() < t_next:             # spin the last stretch, outside the lock,
+                sleep(0)                        # letting go of the GIL: JACK's RT thread may need it
             with cond:
                 try:
                     self.send_due(clock())

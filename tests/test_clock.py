@@ -161,3 +161,18 @@ def test_follower_restarts_tempo_fit_after_a_gap():
 def test_follower_rejects_unknown_messages():
     with pytest.raises(ValueError):
         ClockFollower().feed("tick", 0.0)
+
+
+def test_follower_expects_the_first_tick_after_start_then_corrects():
+    f = ClockFollower()
+    _, seen = tick_times(150, 48)
+    feed_ticks(f, seen[:24])                 # tempo known from the clock sent while stopped
+    t_start = float(seen[23]) + 0.002
+    f.feed("start", t_start)
+    tl = f.timeline                          # expected: position 0 one tick after Start
+    assert not f.running and tl.q0 == 0.0
+    assert tl.t0 == pytest.approx(t_start + 60 / 150 / PPQN, abs=1e-4)
+    assert f.position(t_start) <= 0.0
+    assert not f.lost(t_start + 0.5) and f.lost(t_start + 1.0)   # two beats at 150 = 0.8 s
+    f.feed("clock", float(seen[24]))         # the real first tick, in the DAW's steady stream
+    assert f.running and f.timeline.position(float(seen[24])) == pytest.approx(0.0, abs=PERIOD_S / 0.4)

@@ -1,6 +1,5 @@
 """The engine on injected time: bars in, bars out, hundreds of bars in milliseconds, no ports."""
 import io
-import queue
 import threading
 import time
 
@@ -182,10 +181,9 @@ def test_run_live_sends_on_time_and_silences_on_stop(drums):
     e = Engine(drums, Controls(density=4.0, quantize=True), channel=9,
                clock=InternalClock(400, start_s=start), send_clock=True)   # 0.6 s bars
     stop = threading.Event()
-    inputs = queue.SimpleQueue()
     status = io.StringIO()
     threading.Timer(0.8, stop.set).start()
-    assert run_live(e, inputs, sched, stop, status=status, status_every_s=0.1) is None
+    assert run_live(e, list, sched, stop, status=status, status_every_s=0.1) is None
     sched.close()
     sent = [(t, m) for t, m in out.sent]
     ons = [(t, m) for t, m in sent if m.type == "note_on"]
@@ -213,7 +211,7 @@ def test_run_live_reports_a_vanished_port(drums):
 
     sched = Scheduler(RecordingOutput()).start()
     e = internal_engine(drums)
-    reason = run_live(e, queue.SimpleQueue(), sched, threading.Event(), watch=[Port()])
+    reason = run_live(e, list, sched, threading.Event(), watch=[Port()])
     sched.close()
     assert reason == "MIDI port 'IAC Bus 1' disappeared"
 
@@ -222,3 +220,19 @@ def test_status_line_says_where_we_are(drums):
     e = internal_engine(drums)
     line = status_line(e, Scheduler(RecordingOutput()), 1.0 + 2.6)
     assert "120.0 bpm" in line and "bar    2:2" in line
+
+
+def test_first_bar_is_prepared_at_start_before_the_first_tick(drums):
+    e = Engine(drums, Controls(quantize=True), channel=9, clock=None)
+    ticks = ticks_for(120, 0.0, PPQN + 1)                      # the DAW's clock runs while stopped
+    for t in ticks[:PPQN]:
+        e.feed(t, [0xF8])
+    assert e.due(ticks[PPQN - 1]) == []
+    t_start = ticks[PPQN - 1] + 0.01                           # Start between two ticks
+    e.feed(t_start, [0xFA])
+    jobs = e.due(t_start + 0.001)
+    assert [j.bar for j in jobs] == [0]
+    batch = e.render(jobs[0])
+    assert batch.times.min() >= t_start                        # expected one tick after Start
+    assert e.feed(ticks[PPQN], [0xF8]) == RETIME               # the first tick: retime the batch
+    assert e.timeline.time_of(0.0) == pytest.approx(ticks[PPQN], abs=0.001)

@@ -1,0 +1,226 @@
+"""Benchmark of the live path: python -m sidl.realtime.bench [--preset NAME | --model MODULE:FACTORY].
+
+Prints one table:
+
+* compute per bar on the live path (``Engine.render``: encode -> edit -> decode -> timed batch),
+  p50/p99, for each mode;
+* output onset error against the ideal grid through JACK: notes recorded by a second JACK client,
+  compared with the engine's own grid (internal clock) and with the grid of a MIDI clock we send
+  it (``--sync``);
+* time from process start to ports open and to the first bar ready, for the real ``sidl-live``.
+
+The model is a parameter: a preset name (through ``live.load_model``) or any factory
+``module:attr`` / ``path/to/file.py:attr`` returning an object that fits ``compose.BarModel``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mido
+import numpy as np
+
+from .clock import PPQN, InternalClock
+from .compose import default_mode
+from .controls import Controls
+from .engine import BarJob, Engine, run_live
+from .notes import NoteArray
+from .ports import PortError, jack_running, open_input, open_output
+from .scheduler import Batch, Scheduler
+
+
+def load_factory(spec: str):
+    """'package.module:attr' or 'path/to/file.py:attr' -> the attribute (a model factory)."""
+    where, _, attr = spec.rpartition(":")
+    if where.endswith(".py"):
+        sys.path.insert(0, str(Path(where).resolve().parent))
+        s = importlib.util.spec_from_file_location(Path(where).stem, where)
+        module = importlib.util.module_from_spec(s)
+        s.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    return getattr(module, attr)
+
+
+def random_bar(rng: np.random.Generator, codec, n_notes: int = 24) -> NoteArray:
+    """A busy played bar: ``n_notes`` notes on random steps and voices, with human timing."""
+    from .drums import CLASS_NOTES
+    steps = codec.steps_per_bar
+    start = rng.integers(0, steps, n_notes) + rng.uniform(-0.3, 0.3, n_notes)
+    pitch = rng.choice(CLASS_NOTES, n_notes) if codec.name == "drums" else rng.integers(36, 96, n_notes)
+    return NoteArray.from_lists(start, start + rng.uniform(0.5, 4, n_notes), pitch, rng.integers(30, 127, n_notes))
+
+
+def compute_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
+    """Seconds per ``render`` for each mode, on the worker's code path (no ports)."""
+    rng = np.random.default_rng(0)
+    clock = InternalClock(120.0)
+    out = {}
+    modes = ["generate", "generate --follow", "simplify", "echo"]
+    for mode in modes:
+        eng = Engine(model, Controls(mode=mode.split()[0], follow="follow" in mode, density=1.0),
+                     channel=9, clock=clock)
+        played = [random_bar(rng, model.codec) for _ in range(16)]
+        times = []
+        for b in range(n_bars + 20):
+            job = BarJob(b, played[b % 16], eng.controls, clock.timeline)
+            t0 = time.perf_counter()
+            eng.render(job)
+            times.append(time.perf_counter() - t0)
+        out[mode] = np.array(times[20:])          # the first bars warm caches up
+    return out
+
+
+class Recorder:
+    """A JACK client that records a port: ``(arrival seconds, [bytes])``, polled every millisecond.
+
+    Polling often matters: an input's timestamps are only as good as its most prompt poll (see
+    ``ports.MidiInput``). Arrival is the raw arrival, the transport's latency added back.
+    """
+
+    def __init__(self, source: str, client_name: str):
+        self.port = open_input(source, client_name)
+        self.got: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.001):
+            self.got += [(t + self.port.latency_s, d) for t, d in self.port.poll()]
+
+    def drain(self) -> list:
+        got, self.got = self.got, []
+        return got
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.port.close()
+
+
+def onset_error(model, bpm: float = 240.0, n_bars: int = 8, sync: bool = False) -> np.ndarray:
+    """Seconds between each note-on a JACK client receives and its ideal grid time."""
+    inp, out = open_input(None, "sidl-bench-in"), open_output(None, "sidl-bench-out")
+    sched = Scheduler(out, latency_s=out.latency_s).start()
+    start = time.perf_counter() + 0.3
+    clock = None if sync else InternalClock(bpm, start_s=start)
+    eng = Engine(model, Controls(mode="generate", density=4.0, quantize=True, variation=0.5),
+                 channel=9, clock=clock)
+    stop = threading.Event()
+    th = threading.Thread(target=run_live, args=(eng, inp.poll, sched, stop), daemon=True)
+    rec = Recorder("sidl-bench-out:sidl out", "sidl-bench-rec")
+    sender = None
+    th.start()
+    try:
+        if sync:                                   # a DAW's clock, sent at exact times
+            sender_port = open_output("sidl-bench-in:sidl in", "sidl-bench-clock")
+            sender = (sender_port, Scheduler(sender_port, latency_s=sender_port.latency_s).start())
+            n = int(n_bars * 4 * PPQN)
+            times = np.concatenate([[start - 0.5 * 60 / bpm / PPQN], start + np.arange(n) * 60 / bpm / PPQN])
+            msgs = [mido.Message("start")] + [mido.Message("clock")] * n
+            sender[1].submit(Batch.build(times, [np.nan] * len(msgs), msgs))
+        time.sleep(start + n_bars * 4 * 60 / bpm - time.perf_counter() + 0.2)
+    finally:
+        stop.set()
+        th.join(timeout=2)
+        sched.close()
+        if sender is not None:
+            sender[1].close()
+            sender[0].close()
+        inp.close()
+        out.close()
+    step_s = 60 / bpm / model.codec.steps_per_beat
+    t = np.array([t for t, d in rec.drain() if d[0] & 0xF0 == 0x90 and d[2] > 0])
+    rec.close()
+    t = t[t < start + n_bars * 4 * 60 / bpm - step_s]  # sync: the last bar may be cut by the clock's end
+    return t - (start + np.round((t - start) / step_s) * step_s)
+
+
+def startup(launch: list[str], timeout_s: float = 20.0) -> tuple[float, float]:
+    """Seconds from spawning ``sidl-live`` to its "ports open" and "first bar ready" lines."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(launch, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    t_open = t_ready = float("nan")
+    try:
+        deadline = t0 + timeout_s
+        while time.perf_counter() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"sidl-live exited early (code {proc.wait()})")
+            if "ports open" in line:
+                t_open = time.perf_counter() - t0
+            if "first bar ready" in line:
+                t_ready = time.perf_counter() - t0
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+    return t_open, t_ready
+
+
+def _ms(x: np.ndarray, q: float) -> str:
+    return f"{np.percentile(x, q) * 1e3:7.3f}" if len(x) else "    n/a"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m sidl.realtime.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", help="a preset name, loaded as sidl-live loads it")
+    ap.add_argument("--model", help="a factory MODULE:ATTR or FILE.py:ATTR returning a model")
+    ap.add_argument("--bars", type=int, default=500, help="bars for the compute timing")
+    ap.add_argument("--jack-bars", type=int, default=8, help="bars (at 240 BPM) for each onset run")
+    args = ap.parse_args(argv)
+    if bool(args.preset) == bool(args.model):
+        ap.error("give exactly one of --preset or --model")
+    if args.preset:
+        from .live import load_model
+        model = load_model(args.preset)
+        launch = [sys.executable, "-m", "sidl.realtime.live", "--preset", args.preset]
+        name = args.preset
+    else:
+        factory = load_factory(args.model)
+        model = factory()
+        where, _, attr = args.model.rpartition(":")
+        loader = (f"import importlib.util,sys; s=importlib.util.spec_from_file_location('m', {where!r}); "
+                  f"sys.path.insert(0, {str(Path(where).resolve().parent)!r}); "
+                  f"m=importlib.util.module_from_spec(s); s.loader.exec_module(m)"
+                  if where.endswith(".py") else f"import importlib; m=importlib.import_module({where!r})")
+        launch = [sys.executable, "-c", f"{loader}; from sidl.realtime import live; "
+                  f"live.main(sys.argv[1:], load=lambda name: m.{attr}())", "--preset", args.model]
+        name = args.model
+    codec = model.codec
+    print(f"sidl live benchmark: {name} ({codec.name}, default mode {default_mode(codec)}), "
+          f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    rows = []
+    for mode, secs in compute_per_bar(model, args.bars).items():
+        rows.append((f"compute per bar, {mode}", _ms(secs, 50), _ms(secs, 99), f"{len(secs)} bars"))
+    if not jack_running():
+        print("onset error and startup need a JACK server: jackd -d dummy -r 48000 -p 64 & "
+              "(or .ci/setup-jack.sh); measuring compute only")
+    else:
+        os.environ.setdefault("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK")
+        for sync in (False, True):
+            err = np.abs(onset_error(model, n_bars=args.jack_bars, sync=sync))
+            what = "MIDI clock in (--sync)" if sync else "internal clock"
+            rows.append((f"onset error |t - grid|, {what}", _ms(err, 50), _ms(err, 99), f"{len(err)} notes"))
+        try:
+            t_open, t_ready = startup(launch + ["--bpm", "120", "--quantize"])
+            rows.append(("start -> ports open (process)", f"{t_open * 1e3:7.1f}", "", "spawn to 'ports open'"))
+            rows.append(("start -> first bar ready (process)", f"{t_ready * 1e3:7.1f}", "", "spawn to 'first bar ready'"))
+        except (RuntimeError, PortError) as e:
+            print(f"startup not measured: {e}")
+    print(f"{'what':44s} {'p50 ms':>8s} {'p99 ms':>8s}  n")
+    for what, p50, p99, n in rows:
+        print(f"{what:44s} {p50:>8s} {p99:>8s}  {n}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""End to end through a real JACK server: a test client plays MIDI clock and real bars into `sidl in`
+and records `sidl out`, with the engine in-process (stand-in model) or the real CLI in a subprocess.
+
+Times on both sides are perf_counter seconds on this machine; the client's messages leave at exact
+times (through our own Scheduler), so the ideal grid is known to the microsecond. What we measure
+includes JACK's transport both ways: clock in (up to one period, 1.3 ms) and notes out (the same).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+
+from sidl.realtime.clock import PPQN, InternalClock
+from sidl.realtime.controls import Controls
+from sidl.realtime.drums import CLASS_NOTES, PITCH_TO_CLASS
+from sidl.realtime.bench import Recorder
+from sidl.realtime.engine import Engine, run_live
+from sidl.realtime.ports import open_input, open_output
+from sidl.realtime.scheduler import Batch, Scheduler
+
+pytestmark = pytest.mark.jack
+ROOT = Path(__file__).resolve().parents[1]
+GRID_TOL_S = 0.004        # onset error allowed here (two JACK hops + a busy 2-core box); bench has p99
+
+
+class Client:
+    """The test's own JACK clients: a sender into `sidl in` and a recorder of `sidl out`."""
+
+    def __init__(self, send_to="sidl-in:sidl in", record_from="sidl-out:sidl out"):
+        self.out = open_output(send_to, "sidl-test-send")
+        self.rec = Recorder(record_from, "sidl-test-rec")
+        self.sched = Scheduler(self.out, latency_s=self.out.latency_s).start()   # a sample-accurate DAW
+
+    def play(self, times, msgs):
+        self.sched.submit(Batch.build(times, [np.nan] * len(msgs), msgs))
+
+    def recorded(self) -> list[tuple[float, list[int]]]:
+        """What arrived, stamped with its arrival time."""
+        return self.rec.drain()
+
+    def close(self):
+        self.sched.close()
+        self.out.close()
+        self.rec.close()
+
+
+@contextlib.contextmanager
+def engine_on_jack(model, controls, clock=None, **kw):
+    """The engine with its virtual ports and threads, as `sidl-live` runs it, plus a test client."""
+    inp, out = open_input(None, "sidl-in"), open_output(None, "sidl-out")
+    sched = Scheduler(out, latency_s=out.latency_s).start()
+    eng = Engine(model, controls, channel=9, clock=clock, **kw)
+    stop = threading.Event()
+    th = threading.Thread(target=run_live, args=(eng, inp.poll, sched, stop), daemon=True)
+    th.start()
+    client = Client()
+    time.sleep(0.05)                                  # let JACK finish the connections
+    try:
+        yield eng, client
+    finally:
+        stop.set()
+        th.join(timeout=2)
+        sched.close()
+        client.close()
+        inp.close()
+        out.close()
+
+
+def clock_track(t0, bpm, n_ticks, start=True):
+    """Start (if asked) just before t0, then ticks from t0: position 0 is the first tick."""
+    tick_s = 60.0 / bpm / PPQN
+    times = list(t0 + np.arange(n_ticks) * tick_s)
+    msgs = [mido.Message("clock")] * n_ticks
+    if start:
+        times, msgs = [t0 - tick_s / 2] + times, [mido.Message("start")] + msgs
+    return times, msgs
+
+
+def notes_of(recorded):
+    """[(t, note, velocity)] of note-ons, and whether every note-on got its note-off."""
+    ons = [(t, d[1], d[2]) for t, d in recorded if d[0] & 0xF0 == 0x90 and d[2] > 0]
+    balance = {}
+    for _, d in recorded:
+        if d[0] & 0xF0 == 0x90 and d[2] > 0:
+            balance[d[1]] = balance.get(d[1], 0) + 1
+        elif d[0] & 0xF0 == 0x80 or (d[0] & 0xF0 == 0x90 and d[2] == 0):
+            balance[d[1]] = balance.get(d[1], 0) - 1
+    return ons, all(v <= 0 for v in balance.values())
+
+
+def grid_error(t, t0, step_s):
+    k = np.round((np.asarray(t) - t0) / step_s)
+    return np.asarray(t) - (t0 + k * step_s), k.astype(int)
+
+
+def test_synced_echo_lands_real_bars_on_the_grid_and_stop_silences(jack_server, drums, gmd_bars):
+    bpm = 180.0
+    step_s, bar_s = 60 / bpm / 4, 4 * 60 / bpm
+    with engine_on_jack(drums, Controls(mode="echo", quantize=True)) as (eng, client):
+        t0 = time.perf_counter() + 0.2
+        times, msgs = clock_track(t0, bpm, 4 * 4 * PPQN)
+        played = []
+        for b, bar in enumerate(gmd_bars[:3]):         # real GMD bars, with their human timing
+            for s, p, v in zip(bar.start, bar.pitch, bar.velocity):
+                t = t0 + b * bar_s + s * step_s
+                played.append((round(s) + 16 * (b + 1), int(CLASS_NOTES[PITCH_TO_CLASS[p]])))
+                times += [t, t + step_s / 2]
+                msgs += [mido.Message("note_on", channel=9, note=int(p), velocity=int(v)),
+                         mido.Message("note_off", channel=9, note=int(p))]
+        t_stop = t0 + 4 * bar_s - step_s / 4           # Stop just before bar 4 would start
+        client.play(times + [t_stop], msgs + [mido.Message("stop")])
+        time.sleep(t_stop - time.perf_counter() + 0.3)
+        rec = client.recorded()
+    ons, balanced = notes_of(rec)
+    assert balanced                                    # nothing left sounding after Stop
+    assert all(t < t_stop + 0.01 for t, _, _ in ons)
+    err, k = grid_error([t for t, _, _ in ons], t0, step_s)
+    assert len(ons) >= 30 and np.all(k >= 16)          # bar 0 had nothing to echo
+    assert np.median(np.abs(err)) < GRID_TOL_S / 2 and np.percentile(np.abs(err), 95) < GRID_TOL_S
+    # What came back is what was played, a bar later (the stand-in keeps the 4 loudest per beat).
+    echoed = {(int(s), n) for s, (_, n, _) in zip(k, ons)}      # (step since song start, GM note)
+    assert echoed <= set(played)
+
+
+def test_tempo_change_is_followed_within_a_beat_and_lost_clock_silences(jack_server, drums):
+    fast, slow = 200.0, 140.0
+    with engine_on_jack(drums, Controls(density=4.0, quantize=True, variation=0.0)) as (eng, client):
+        t0 = time.perf_counter() + 0.2
+        times, msgs = clock_track(t0, fast, 8 * PPQN)          # two bars fast
+        t_change = t0 + 8 * 60 / fast
+        t2, m2 = clock_track(t_change, slow, 8 * PPQN, start=False)   # two bars slow, then silence
+        client.play(times + t2, msgs + m2)
+        t_last_tick = t2[-1]
+        time.sleep(t_last_tick - time.perf_counter() + 2 * 60 / slow + 0.3)
+        rec = client.recorded()
+        assert eng.follower.bpm == pytest.approx(slow, rel=0.01)
+        assert eng.timeline is None                    # clock lost: stopped
+    ons, balanced = notes_of(rec)
+    assert balanced                                    # lost clock -> silence
+    t_ons = np.array([t for t, _, _ in ons])
+    assert len(t_ons[t_ons < t_change]) > 10
+    assert t_ons.max() < t_last_tick + 2 * 60 / slow + 0.01
+    before = t_ons[t_ons < t_change - 0.002]
+    err_fast, _ = grid_error(before, t0, 60 / fast / 4)
+    after = t_ons[t_ons > t_change + 60 / slow]        # one beat after the change
+    err_slow, _ = grid_error(after, t_change, 60 / slow / 4)
+    assert len(after) > 10
+    assert np.percentile(np.abs(err_fast), 95) < GRID_TOL_S
+    assert np.percentile(np.abs(err_slow), 95) < GRID_TOL_S
+
+
+def test_simplify_plays_fewer_notes_keeping_the_strongest(jack_server, piano):
+    from sidl.realtime.midifile import load_midi, read_score
+    from conftest import DATA
+    score = read_score(load_midi(DATA / "pop909" / "POP909" / "001" / "001.mid"))
+    bpm = 150.0
+    q_s = 60 / bpm
+    start = time.perf_counter() + 0.3
+    keep = 4
+    with engine_on_jack(piano, Controls(mode="simplify", keep=keep, quantize=True),
+                        clock=InternalClock(bpm, start_s=start)) as (eng, client):
+        src = score.notes.window(32.0, 40.0)           # two real bars of POP909, played into bars 0-1
+        times, msgs = [], []
+        for s, e, p, v in zip(src.start, src.end, src.pitch, src.velocity):
+            times += [start + s * q_s, start + min(e, s + 1.0) * q_s - 0.005]
+            msgs += [mido.Message("note_on", note=int(p), velocity=int(v)), mido.Message("note_off", note=int(p))]
+        client.play(times, msgs)
+        time.sleep(start + 3 * 4 * q_s - time.perf_counter() + 0.1)
+        rec = client.recorded()
+    ons, balanced = notes_of(rec)
+    assert balanced
+    for b in (0, 1):                                   # bar b played -> bar b+1 out
+        played = src.select((src.start >= 4 * b - 0.125) & (src.start < 4 * b + 3.875))
+        got = [(p, v) for t, p, v in ons if start + (b + 1) * 4 * q_s - 0.01 <= t < start + (b + 2) * 4 * q_s - 0.01]
+        assert 0 < len(got) <= keep < len(played)
+        loudest = sorted(played.velocity.tolist())[-keep]
+        assert all(v >= loudest for _, v in got)       # the strongest notes, their velocities kept
+        assert all((p, v) in set(zip(played.pitch.tolist(), played.velocity.tolist())) for p, v in got)
+
+
+def _wait_for(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _spawn_live(*args):
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "live_standin.py"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_sigterm_leaves_nothing_sounding_with_existing_ports(jack_server):
+    """The real CLI on --port/--out (loose names of our test client's ports), killed mid-bar."""
+    src = open_output(None, "sidl-test-src")
+    sink = open_input(None, "sidl-test-sink")
+    dump = subprocess.Popen(["jack_midi_dump", "sidl-test-dump"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    proc = _spawn_live("--port", "sidl-test-src", "--out", "sidl test sink", "--bpm", "240",
+                       "--density", "4", "--quantize")
+    rec = []
+    try:
+        assert _wait_for(lambda: rec.extend(sink.poll()) or rec or proc.poll() is not None, 5.0), "no output"
+        assert proc.poll() is None, proc.stderr.read()
+        subprocess.run(["jack_connect", "sidl-out:sidl out", "sidl-test-dump:input"], check=True)
+        time.sleep(0.9)                                # a bar and a half at 240 BPM
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=5)
+        assert proc.returncode == 0, err
+        assert "first bar ready" in err
+        time.sleep(0.05)
+        rec += sink.poll()
+    finally:
+        proc.kill()
+        dump.send_signal(signal.SIGINT)
+        dumped, _ = dump.communicate(timeout=5)
+        src.close()
+        sink.close()
+    ons, balanced = notes_of(rec)
+    assert len(ons) > 8 and balanced
+    # jack_midi_dump, an independent JACK client, saw the same balance: every note-on, its note-off.
+    lines = [ln for ln in dumped.splitlines() if "note o" in ln]
+    n_on = sum(1 for ln in lines if "note on" in ln and not ln.rstrip().endswith("velocity   0"))
+    assert n_on > 4 and n_on <= sum(1 for ln in lines if "note off" in ln)
+
+
+def test_a_disappearing_port_stops_and_silences(jack_server):
+    sink = open_input(None, "sidl-test-sink")
+    proc = _spawn_live("--out", "sidl-test-sink", "--bpm", "240", "--density", "4")
+    try:
+        assert _wait_for(lambda: sink.poll() or proc.poll() is not None, 5.0), "no output"
+    finally:
+        sink.close()                                   # the port goes away under sidl-live
+    _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 1
+    assert "'sidl-test-sink:sidl in' disappeared; stopped and silenced" in err
+
+
+def test_cli_without_a_port_match_is_one_line_and_exit_2(jack_server):
+    proc = _spawn_live("--port", "no such port here")
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 2
+    assert err.count("\n") == 1 and err.startswith("sidl-live: no MIDI input port matches 'no such port here'")
