@@ -34,7 +34,7 @@ from .clock import PPQN, ClockFollower, InternalClock, Timeline, bar_quarters
 from .compose import BarModel, Composer
 from .controls import PANIC_CC, Controls, apply_cc
 from .notes import NoteArray
-from .scheduler import Batch, Scheduler
+from .scheduler import TIE_OFF, TIE_OTHER, TIE_REALTIME, Batch, Scheduler
 
 PANIC, RETIME = "panic", "retime"         # what the conductor must do after feed()/poll()
 POLL_S = 0.001                            # the conductor looks at its input this often
@@ -224,13 +224,15 @@ class Engine:
         msgs = [msg(True, int(p), int(v)) for p, v in zip(notes.pitch, notes.velocity)]
         msgs += [msg(False, int(p), 0) for p in notes.pitch]
         positions = np.concatenate([q_on, q_off])
+        ties = np.repeat(np.array([TIE_OTHER, TIE_OFF], np.int8), len(notes))
         if self.send_clock:
             ticks = bar_q0 + np.arange(round(self.bar_q * PPQN)) / PPQN
             clock = [self._cached("clock")] * len(ticks)
             if job.bar == self._first_bar:
                 clock, ticks = [self._cached("start")] + clock, np.concatenate([[bar_q0], ticks])
             msgs, positions = clock + msgs, np.concatenate([ticks, positions])
-        return Batch.build(job.timeline.time_of(positions), positions, msgs)
+            ties = np.concatenate([np.full(len(ticks), TIE_REALTIME, np.int8), ties])
+        return Batch.build(job.timeline.time_of(positions), positions, msgs, ties)
 
     def _note_msg(self, on: bool, pitch: int, velocity: int) -> mido.Message:
         # mido validates every new message (~5 us): a bar's notes come from a small set, so cache.

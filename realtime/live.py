@@ -139,7 +139,7 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
     print(f"sidl-live: {controls.mode} on {codec_name(model)}, in {inp.name!r}, out {outp.name!r}, "
           f"{waiting}; ports open in {(t_open - t_start) * 1e3:.0f} ms", file=err, flush=True)
     try:
-        reason = run_live(engine, inp.poll, scheduler, stop, watch=[p for p in (inp, outp) if p.target],
+        reason = run_live(engine, inp.poll, scheduler, stop, watch=(inp, outp),
                           status=err if err.isatty() else None,
                           on_first_bar=lambda: print(f"sidl-live: first bar ready in "
                                                      f"{(time.perf_counter() - t_start) * 1e3:.0f} ms",

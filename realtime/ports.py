@@ -192,8 +192,9 @@ class MidiInput:
     sits in time is learnt from how soon after an arrival a poll comes (the engine polls every millisecond).
     """
 
-    def __init__(self, rt, name: str, target: str | None, latency_s: float = 0.0):
-        self._rt, self.name, self.target, self.latency_s = rt, name, target, latency_s
+    def __init__(self, rt, name: str, target: str | None, api: str):
+        self._rt, self.name, self.target, self.api = rt, name, target, api
+        self.latency_s = transport_latency_s(api)
         rt.ignore_types(sysex=True, timing=False, active_sense=True)   # keep clock, drop the rest
         self._since_first = -1.0     # seconds from the first message to the last, summed deltas
         self._origin = math.inf      # perf_counter time of the first message: best bound so far
@@ -214,8 +215,8 @@ class MidiInput:
         return [(base + s, data) for s, data in got]
 
     def alive(self) -> bool:
-        """False once the existing port we opened has disappeared (virtual ports are ours)."""
-        return self.target is None or self.target in self._rt.get_ports()
+        """False once the port we opened has disappeared, or the JACK server under it."""
+        return _alive(self)
 
     def close(self) -> None:
         self._rt.cancel_callback()
@@ -226,33 +227,40 @@ class MidiInput:
 class MidiOutput:
     """An open output with mido-style ``send(msg)``; ``latency_s`` is for the Scheduler."""
 
-    def __init__(self, rt, name: str, target: str | None, latency_s: float = 0.0):
-        self._rt, self.name, self.target, self.latency_s = rt, name, target, latency_s
+    def __init__(self, rt, name: str, target: str | None, api: str):
+        self._rt, self.name, self.target, self.api = rt, name, target, api
+        self.latency_s = transport_latency_s(api)
         self._send = rt.send_message
 
     def send(self, msg) -> None:
         self._send(msg.bytes())
 
     def alive(self) -> bool:
-        return self.target is None or self.target in self._rt.get_ports()
+        return _alive(self)
 
     def close(self) -> None:
         self._rt.close_port()
         self._rt.delete()
 
 
+def _alive(port) -> bool:
+    if port.api == "UNIX_JACK" and not jack_running():
+        return False
+    return port.target is None or port.target in port._rt.get_ports()   # virtual ports are ours
+
+
 def open_input(match: str | None = None, client_name: str = "sidl-in",
                backend: str | None = None) -> MidiInput:
     """Open the existing input port ``match`` names, or create the virtual port ``sidl in``."""
-    rt, target, latency = _open("MidiIn", match, client_name, backend, VIRTUAL_IN, "input")
-    return MidiInput(rt, VIRTUAL_IN if target is None else target, target, latency)
+    rt, target, api = _open("MidiIn", match, client_name, backend, VIRTUAL_IN, "input")
+    return MidiInput(rt, VIRTUAL_IN if target is None else target, target, api)
 
 
 def open_output(match: str | None = None, client_name: str = "sidl-out",
                 backend: str | None = None) -> MidiOutput:
     """Open the existing output port ``match`` names, or create the virtual port ``sidl out``."""
-    rt, target, latency = _open("MidiOut", match, client_name, backend, VIRTUAL_OUT, "output")
-    return MidiOutput(rt, VIRTUAL_OUT if target is None else target, target, latency)
+    rt, target, api = _open("MidiOut", match, client_name, backend, VIRTUAL_OUT, "output")
+    return MidiOutput(rt, VIRTUAL_OUT if target is None else target, target, api)
 
 
 def _open(cls_name, match, client_name, backend, virtual_name, direction):
@@ -266,11 +274,11 @@ def _open(cls_name, match, client_name, backend, virtual_name, direction):
     try:
         if match is None:
             rt.open_virtual_port(virtual_name)
-            return rt, None, transport_latency_s(api)
+            return rt, None, api
         names = rt.get_ports()
         target = match_port(match, names, direction)
         rt.open_port(names.index(target), name=virtual_name)
-        return rt, target, transport_latency_s(api)
+        return rt, target, api
     except rtmidi.RtMidiError as e:
         rt.delete()
         raise PortError(f"cannot open MIDI {direction} {match or virtual_name!r}: {e}") from e

@@ -52,13 +52,16 @@ class RecordingOutput:
         return [m for _, m in self.sent if type_ is None or m.type == type_]
 
 
+TIE_REALTIME, TIE_OFF, TIE_OTHER = 0, 1, 2
+
+
 def _order(msg: mido.Message) -> int:
     """Tie-break for equal times: clock first, then note-offs (so a re-strike works), then the rest."""
     if msg.is_realtime:
-        return 0
+        return TIE_REALTIME
     if msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0):
-        return 1
-    return 2
+        return TIE_OFF
+    return TIE_OTHER
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,15 @@ class Batch:
     messages: tuple         # (n,) mido.Message
 
     @classmethod
-    def build(cls, times, positions, messages) -> "Batch":
+    def build(cls, times, positions, messages, ties=None) -> "Batch":
+        """Sort into a batch; ``ties`` (n,) gives each message's ``_order`` if the caller knows it."""
         times = np.asarray(times, np.float64)
         positions = np.asarray(positions, np.float64)
         if not (len(times) == len(positions) == len(messages)):
             raise ValueError("times, positions and messages must have equal length")
-        order = np.lexsort((np.array([_order(m) for m in messages], np.int8), times))
+        if ties is None:
+            ties = np.array([_order(m) for m in messages], np.int8)
+        order = np.lexsort((ties, times))
         return cls(times[order], positions[order], tuple(messages[i] for i in order))
 
     @classmethod

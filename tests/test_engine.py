@@ -236,3 +236,33 @@ def test_first_bar_is_prepared_at_start_before_the_first_tick(drums):
     assert batch.times.min() >= t_start                        # expected one tick after Start
     assert e.feed(ticks[PPQN], [0xF8]) == RETIME               # the first tick: retime the batch
     assert e.timeline.time_of(0.0) == pytest.approx(ticks[PPQN], abs=0.001)
+
+
+def test_run_live_mode_change_by_cc_silences_at_once(drums):
+    out = RecordingOutput()
+    sched = Scheduler(out).start()
+    start = time.perf_counter() + 0.02
+    e = Engine(drums, Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start))
+    t_cc = start + 0.35                                        # mid-bar
+    fed = []
+
+    def poll():                                                # the input: one CC 23 = echo
+        if not fed and time.perf_counter() >= t_cc:
+            fed.append(time.perf_counter())
+            return [(fed[0], [0xB0, 23, 127])]
+        return []
+
+    stop = threading.Event()
+    threading.Timer(0.9, stop.set).start()
+    run_live(e, poll, sched, stop)
+    sched.close()
+    assert e.controls.mode == "echo"
+    before = [(t, m) for t, m in out.sent if t <= fed[0] + 0.005]
+    after = [(t, m) for t, m in out.sent if t > fed[0] + 0.005]
+    sounding = {}
+    for _, m in before:
+        if m.type in ("note_on", "note_off"):
+            sounding[m.note] = sounding.get(m.note, 0) + (1 if m.type == "note_on" else -1)
+    assert any(m.type == "note_on" for _, m in before)
+    assert all(v <= 0 for v in sounding.values())              # silenced right at the change
+    assert not any(m.type == "note_on" for _, m in after)      # echo of nothing played: silence

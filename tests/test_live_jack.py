@@ -254,3 +254,24 @@ def test_cli_without_a_port_match_is_one_line_and_exit_2(jack_server):
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 2
     assert err.count("\n") == 1 and err.startswith("sidl-live: no MIDI input port matches 'no such port here'")
+
+
+def test_the_jack_server_going_away_stops_sidl_live(jack_server):
+    """A JACK server of its own (named), stopped under a running sidl-live: exit 1, one line why."""
+    env_server = "sidl-test-down"
+    jackd = subprocess.Popen(["jackd", "-n", env_server, "-d", "dummy", "-r", "48000", "-p", "64"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for(lambda: os.path.exists(f"/dev/shm/jack_{env_server}_{os.getuid()}_0"), 5.0)
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "live_standin.py"), "--bpm", "240"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "JACK_DEFAULT_SERVER": env_server})
+        line = proc.stderr.readline()
+        assert "ports open" in line, line + proc.stderr.read()
+        jackd.terminate()
+        jackd.wait(timeout=5)
+        _, err = proc.communicate(timeout=5)
+    finally:
+        jackd.kill()
+    assert proc.returncode == 1
+    assert "disappeared; stopped and silenced" in err
