@@ -114,6 +114,7 @@ class Engine:
         self._next_bar: int | None = None
         self._first_bar: int | None = None
         self._reset = False
+        self._new_composer: Composer | None = None
         self._msg_cache: dict = {}
 
     @property
@@ -161,7 +162,7 @@ class Engine:
             return RETIME if f.running else None
         if status == 0xFA or status == 0xFB:
             f.feed("start" if status == 0xFA else "continue", t)
-            self._next_bar = None                  # set from the position at the first tick
+            self._next_bar = None                  # due() picks the bar from the expected position
             return None
         if status == 0xFC:
             f.feed("stop", t)
@@ -209,6 +210,9 @@ class Engine:
         """Compose bar ``job.bar`` and time it: the compute on the live path, measured."""
         t0 = time.perf_counter()
         if job.reset:
+            new, self._new_composer = self._new_composer, None
+            if new is not None:
+                self.composer = new                 # a preset change, made on this thread
             self.composer.reset()
         notes = self.composer.compose(job.bar, job.played, job.controls)
         batch = self._batch(job, notes)
@@ -252,8 +256,10 @@ class Engine:
 
     def change(self, *, model: BarModel | None = None, controls: Controls | None = None) -> str:
         """Swap the preset or the controls; the caller panics (every note-on gets its note-off)."""
-        if model is not None:
-            self.composer = Composer(model, (self.composer.codec.beats_per_bar, self.composer.codec.beat_unit))
+        if model is not None:     # built here (errors reach the caller), swapped in by the worker
+            if model.codec.steps_per_beat != self.spq:
+                raise ValueError("a preset change must keep the grid (steps per beat)")
+            self._new_composer = Composer(model, (self.codec.beats_per_bar, self.codec.beat_unit))
         if controls is not None:
             self.controls = controls
         self._reset = True

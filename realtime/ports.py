@@ -17,8 +17,9 @@ Every failure a user can cause or fix is a ``PortError`` with a one-line message
 from __future__ import annotations
 
 import ctypes
-import os
+import functools
 import math
+import os
 import re
 import socket
 import sys
@@ -94,6 +95,7 @@ def _auto_backend() -> str:
     raise PortError(f"no MIDI system found (no JACK server, no ALSA sequencer): {START_JACK}")
 
 
+@functools.lru_cache(maxsize=None)
 def transport_latency_s(api: str) -> float:
     """Mean delay between sending a message and its delivery, where the backend tells us.
 

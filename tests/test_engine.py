@@ -266,3 +266,15 @@ def test_run_live_mode_change_by_cc_silences_at_once(drums):
     assert any(m.type == "note_on" for _, m in before)
     assert all(v <= 0 for v in sounding.values())              # silenced right at the change
     assert not any(m.type == "note_on" for _, m in after)      # echo of nothing played: silence
+
+
+def test_preset_change_swaps_the_model_on_the_worker_at_the_next_bar(drums, piano):
+    e = internal_engine(drums)
+    first = e.due(0.99)
+    assert e.render(first[0]) is not None and e.composer.model is drums
+    assert e.change(model=piano) == PANIC
+    assert e.composer.model is drums                           # not yet: the worker swaps it
+    job = e.due(1.0 + BAR_S_120)[0]
+    assert job.reset
+    e.render(job)
+    assert e.composer.model is piano

@@ -275,3 +275,44 @@ def test_the_jack_server_going_away_stops_sidl_live(jack_server):
         jackd.kill()
     assert proc.returncode == 1
     assert "disappeared; stopped and silenced" in err
+
+
+def test_follows_a_real_jack_midi_clock_client(jack_server):
+    """Debian's jack_midi_clock (driven by JACK transport) as the DAW; sidl-live opens it by name."""
+    bpm = 150.0
+    step_s = 60 / bpm / 4
+    mclk = subprocess.Popen(["jack_midi_clock", "-b", str(bpm), "-B"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    proc = None
+    try:
+        assert _wait_for(lambda: "jack_midi_clock:mclk_out" in
+                         subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout, 5.0)
+        proc = _spawn_live("--sync", "--port", "midi clock", "--quantize", "--density", "4")
+        assert "ports open" in proc.stderr.readline()
+        rec = Recorder("sidl-out:sidl out", "sidl-test-rec")
+        try:
+            subprocess.run(["jack_transport"], input="play\n", capture_output=True, text=True, timeout=5)
+            time.sleep(2.5)
+            subprocess.run(["jack_transport"], input="stop\nlocate 0\n", capture_output=True, text=True, timeout=5)
+            t_stopped = time.perf_counter()
+            time.sleep(0.3)
+            got = rec.drain()
+        finally:
+            rec.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=5)
+        assert proc.returncode == 0, err
+    finally:
+        mclk.terminate()
+        mclk.wait(timeout=5)
+        if proc is not None:
+            proc.kill()
+    ons, balanced = notes_of(got)
+    assert balanced and len(ons) > 10                  # the transport's Stop silenced everything
+    assert any(d[:2] == [0xB9, 123] for _, d in got)
+    assert all(t < t_stopped + 0.01 for t, _, _ in ons)
+    t = np.sort([t for t, _, _ in ons])
+    t = t[np.concatenate([[True], np.diff(t) > 0.002])]   # one onset per chord
+    ioi = np.diff(t)
+    err = ioi - np.round(ioi / step_s) * step_s       # every onset on the clock's 16th grid
+    assert np.all(np.round(ioi / step_s) >= 1) and np.percentile(np.abs(err), 90) < GRID_TOL_S
