@@ -1,0 +1,198 @@
+"""Export a training run as a preset: the folder the live engine loads, written atomically.
+
+    NAME/
+      preset.json    manifest: what the folder holds and how it was made; a sha256 per other file
+      encoder.onnx   MIDI-array window -> k winning atoms per code position (``export.onnx``)
+      decoder.onnx   sparse code -> MIDI-array window
+      prior.npz      meter prior for stitching (``export.prior``)
+      atoms.mid      every atom as a short clip, most used first (``export.atoms``)
+      atoms.png      a sheet of the atoms as drum grids / piano rolls
+
+Everything is written into a temporary folder beside the target and renamed into place at the end,
+so an interrupted export leaves the previous preset (or nothing), never half of one. With
+``archive`` the folder is also zipped into ``NAME.sidl`` (one folder ``NAME/`` inside).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sidl.realtime.grid import Codec
+from sidl.realtime.preset import ARCHIVE_SUFFIX, PRESET_FILES, SCHEMA_VERSION, check_name, describe_codec
+from sidl.training.checkpoint import load_model, sidl_version
+
+from . import atoms as atom_media
+from .onnx import ATOM_DTYPES, check_parity, export_onnx, stored_bytes
+from .prior import meter_prior, prior_arrays, sample_windows
+
+# Size targets of shipped presets (bytes on disk) and what atoms.mid/png, prior and graphs take
+# besides the atoms, so "auto" storage can pick the widest dtype that fits.
+SIZE_BUDGET = {"drums": 300_000, "piano-grid": 1_000_000}
+OVERHEAD_BYTES = 120_000
+PARITY_POSITIONS = 256       # code positions of real windows the export checks onnx against torch on
+
+
+def load_corpus(corpus: dict, codec: Codec):
+    """The training pieces a run names in run.json ``corpus`` (GMD or POP909, or a folder ``path``)."""
+    name = str(corpus.get("name", "")).lower()
+    split = corpus.get("split") or None
+    if "groove" in name or "gmd" in name:
+        from sidl.training.groove import groove_corpus
+        return groove_corpus(split, codec=codec)
+    if "pop909" in name:
+        from sidl.training.pop909 import pop909_corpus
+        return pop909_corpus(split, codec=codec)
+    if corpus.get("path"):
+        from sidl.training.corpus import folder_corpus
+        return folder_corpus(corpus["path"], codec)
+    raise ValueError(f"no corpus loader for {corpus.get('name')!r} (known: groove/gmd, pop909, "
+                     "or a folder 'path' in run.json)")
+
+
+def choose_atom_dtype(n_atoms: int, atom_length: int, codec: Codec) -> str:
+    """The widest atom storage whose preset fits the codec's size budget (int8 when none does)."""
+    budget = SIZE_BUDGET.get(codec.name, 1_000_000)
+    for dtype in ATOM_DTYPES:
+        if stored_bytes(n_atoms, atom_length, codec, dtype) + OVERHEAD_BYTES <= budget:
+            return dtype
+    return "int8"
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_preset(run_dir, name: str, out_dir, description: str = "", archive: bool = False,
+                  k_live: int | None = None, atom_dtype: str = "auto", pieces=None,
+                  max_positions: int | None = None, log=None) -> Path:
+    """Write preset ``out_dir/NAME`` (and ``NAME.sidl`` with ``archive``) from the run in ``run_dir``.
+
+    ``pieces`` overrides the corpus the prior is counted on (default: the run's training split).
+    Returns the preset folder.
+    """
+    check_name(name)
+    say = log or (lambda msg: None)
+    model, codec, info = load_model(run_dir)
+    model.eval()
+    cfg = model.cfg
+    if not codec.is_grid:
+        raise ValueError(f"{codec.name} has no bars: the live engine plays grid codecs only")
+    k_live = int(k_live or info.get("args", {}).get("k_live") or cfg.k_max)
+    if not 1 <= k_live <= cfg.k_max:
+        raise ValueError(f"k_live must be in 1..{cfg.k_max}, got {k_live}")
+    if atom_dtype == "auto":
+        atom_dtype = choose_atom_dtype(cfg.n_atoms, cfg.atom_length, codec)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / name
+    tmp = out_dir / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        t0 = time.perf_counter()
+        enc, dec = export_onnx(model, codec, tmp, atom_dtype)
+        say(f"encoder.onnx, decoder.onnx ({atom_dtype} atoms) in {time.perf_counter() - t0:.1f} s")
+        t0 = time.perf_counter()
+        if pieces is None:
+            pieces = load_corpus(info.get("corpus", {}), codec)
+        prior = meter_prior(enc, codec, pieces, cfg.k_max, max_positions)
+        np.savez_compressed(tmp / "prior.npz", **prior_arrays(prior))
+        say(f"prior.npz from {prior.positions} code positions of {prior.pieces} pieces "
+            f"in {time.perf_counter() - t0:.1f} s")
+        parity = check_parity(enc, dec, tmp, sample_windows(pieces, codec, PARITY_POSITIONS,
+                                                            cfg.atom_length, seed=1, window_bars=4))
+        say(f"onnxruntime vs torch on {parity['windows']} corpus windows, k 1..{cfg.k_max}: "
+            f"max |diff| {max(parity['max_abs_val'], parity['max_abs_decoded']):.1e}, "
+            f"indices equal {parity['idx_equal']:.2%}")
+        with torch.no_grad():
+            decoded = atom_media.decoded_atoms(
+                lambda i, v: dec(torch.from_numpy(i.T.copy()), torch.from_numpy(v.T.copy())).numpy(),
+                prior.scale, cfg.atom_length, codec.n_voices)
+        order = atom_media.usage_order(prior.usage)
+        atom_media.write_atoms_midi(tmp / "atoms.mid", codec, decoded, order)
+        atom_media.write_atoms_png(tmp / "atoms.png", codec, decoded, order)
+        manifest = build_manifest(name, description, codec, cfg, k_live, atom_dtype, info, prior,
+                                  read_metrics(run_dir), tmp)
+        manifest["export_check"] = {"onnxruntime_vs_torch": parity}
+        (tmp / "preset.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _replace_folder(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if archive:
+        write_archive(target, out_dir / f"{name}{ARCHIVE_SUFFIX}")
+    return target
+
+
+def read_metrics(run_dir) -> dict:
+    path = Path(run_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def build_manifest(name, description, codec: Codec, cfg, k_live, atom_dtype, info, prior, metrics,
+                   folder: Path) -> dict:
+    corpus = info.get("corpus", {})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "description": description,
+        "codec": codec.to_dict(),
+        "codec_description": describe_codec(codec),
+        "atoms": {"count": cfg.n_atoms, "length": cfg.atom_length, "hop": cfg.hop,
+                  "storage": atom_dtype},
+        "k_max": cfg.k_max,
+        "k_live": k_live,
+        "meter_prior": {"steps_per_beat": codec.steps_per_beat, "beats_per_bar": codec.beats_per_bar,
+                        "beat_unit": codec.beat_unit,
+                        "positions_per_bar": codec.steps_per_bar // cfg.atom_length,
+                        "counted_on": {"code_positions": prior.positions, "pieces": prior.pieces,
+                                       "k": cfg.k_max, "split": corpus.get("split")}},
+        "corpus": {"name": corpus.get("name"), "license": corpus.get("license"),
+                   "split": corpus.get("split")},
+        "model": cfg.to_dict(),
+        "metrics": metrics,
+        "sidl_version": sidl_version(),
+        "trained_with": info.get("sidl_version"),
+        "files": {f: {"sha256": sha256_of(folder / f), "bytes": (folder / f).stat().st_size}
+                  for f in PRESET_FILES},
+    }
+
+
+def _replace_folder(tmp: Path, target: Path) -> None:
+    """Move the finished ``tmp`` to ``target``; an older preset there is swapped out, then removed."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old.exists():
+            os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_archive(folder, path) -> Path:
+    """Zip a preset folder as ``NAME/<file>`` members into ``path`` (atomically)."""
+    folder, path = Path(folder), Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in ("preset.json",) + PRESET_FILES:
+                z.write(folder / f, f"{folder.name}/{f}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,170 @@
+"""sidl: the main command line (presets, export; training is added by ``sidl.training.cli``).
+
+Thin: each command parses, calls one library function and prints. Commands that need torch
+(``export``, ``train``) import it inside their body, so ``sidl presets ...`` runs without it.
+User errors (a bad argument, a missing or broken preset or run) print one line on stderr and exit 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+# click's UsageError, from the click that typer uses (recent typer vendors its own copy).
+CLICK_USAGE_ERROR = typer.BadParameter.__mro__[1]
+ATOM_STORAGE = ("auto", "float32", "float16", "int8")
+
+
+class OneLineErrors(typer.Typer):
+    """A Typer app whose user errors end as one line on stderr and exit code 2, never a traceback."""
+
+    def __call__(self, *args, **kwargs):
+        kwargs.setdefault("prog_name", "sidl")
+        try:
+            code = super().__call__(*args, standalone_mode=False, **kwargs)
+        except CLICK_USAGE_ERROR as e:
+            if type(e).__name__ == "NoArgsIsHelpError":     # plain `sidl`: the help, not an error
+                print(e.format_message())
+                sys.exit(0)
+            _fail(e.format_message())
+        except (ValueError, OSError) as e:        # PresetError, missing run folders, bad options
+            _fail(str(e))
+        except typer.Abort:
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str):
+    print(f"sidl: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+app = OneLineErrors(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                    no_args_is_help=True, help="Real-time MIDI from shift-invariant dictionaries.")
+presets = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                      no_args_is_help=True, help="List, inspect and install presets.")
+app.add_typer(presets, name="presets")
+
+
+# --- sidl train: the lead's command, from sidl.training.cli (imports torch only when it runs). ---
+# Register it here, e.g.:
+#     from sidl.training.cli import train
+#     app.command("train")(train)
+# ---------------------------------------------------------------------------------------------------
+
+
+@app.command("export", help="Export a training run as a preset folder (needs torch and onnx).")
+def export(
+    run_dir: Path = typer.Argument(..., help="training run folder (run.json, model.npz, metrics.json)"),
+    name: str = typer.Option(..., "--name", help="preset name, e.g. drums-gmd"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where NAME/ goes; default: the user preset folder"),
+    archive: bool = typer.Option(False, "--archive", help="also write NAME.sidl, a single-file archive"),
+    description: str = typer.Option("", "--description", help="one line shown by `sidl presets show`"),
+    k_live: Optional[int] = typer.Option(None, "--k-live", help="winners per position used live; default k_max"),
+    atoms: str = typer.Option("auto", "--atoms", help="atom storage: auto (fit the size budget), float32, float16, int8"),
+    prior_positions: Optional[int] = typer.Option(None, "--prior-positions",
+                                                  help="code positions the meter prior is counted on"),
+):
+    from .preset import check_name, user_preset_dir
+    check_name(name)
+    if atoms not in ATOM_STORAGE:
+        raise ValueError(f"--atoms must be one of {', '.join(ATOM_STORAGE)}, got {atoms!r}")
+    if not (Path(run_dir) / "run.json").is_file():
+        raise ValueError(f"{run_dir}: not a training run (no run.json)")
+    try:
+        from sidl.export.preset import export_preset
+    except ImportError as e:
+        raise ValueError(f"export needs the training extras (pip install -e '.[train]'): {e}") from None
+    folder = export_preset(run_dir, name, out or user_preset_dir(), description, archive=archive,
+                           k_live=k_live, atom_dtype=atoms, max_positions=prior_positions,
+                           log=lambda msg: typer.echo(f"  {msg}", err=True))
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    typer.echo(f"{folder} ({size / 1000:.1f} kB)")
+    if archive:
+        typer.echo(str(folder.with_name(folder.name + ".sidl")))
+
+
+@presets.command("list", help="Presets found (user folder first, then the shipped ones).")
+def list_presets():
+    from .preset import PresetError, find_presets, manifest_codec, preset_dirs, read_manifest
+    found = find_presets()
+    if not found:
+        typer.echo("no presets (looked in " + ", ".join(str(d) for d in preset_dirs()) + ")")
+        return
+    for name, folder in found.items():
+        try:
+            m = read_manifest(folder)
+            codec = manifest_codec(m, name)
+            a = m.get("atoms", {})
+            what = (f"{codec.name:<10} {a.get('count')} atoms x {a.get('length')} steps, "
+                    f"k {m.get('k_live')}/{m.get('k_max')}, {_kb(folder)}")
+        except PresetError as e:
+            what = f"broken: {e}"
+        typer.echo(f"{name:<16} {what}   {folder}")
+
+
+@presets.command("show", help="A preset's manifest, metrics and size (and whether it verifies).")
+def show(name: str = typer.Argument(..., help="preset name or folder")):
+    from .preset import PresetError, load_preset, read_manifest, resolve
+    folder = resolve(name)
+    m = read_manifest(folder, name)
+    try:
+        load_preset(folder)
+        status = "ok (files match their sha256, graphs load and run)"
+    except PresetError as e:
+        status = f"BROKEN: {e}"
+    corpus = m.get("corpus", {})
+    a = m.get("atoms", {})
+    mp = m.get("meter_prior", {})
+    lines = [
+        f"name        {m.get('name')}",
+        f"description {m.get('description') or '-'}",
+        f"path        {folder}",
+        f"codec       {m.get('codec_description') or m.get('codec')}",
+        f"atoms       {a.get('count')} x {a.get('length')} steps, hop {a.get('hop')}, stored as {a.get('storage')}",
+        f"k           {m.get('k_live')} live, {m.get('k_max')} max",
+        f"meter prior {mp.get('beats_per_bar')}/{mp.get('beat_unit')}, {mp.get('steps_per_beat')} steps per beat, "
+        f"{mp.get('positions_per_bar')} positions per bar",
+        f"corpus      {corpus.get('name')} ({corpus.get('split')} split), license: {corpus.get('license')}",
+        f"sidl        {m.get('sidl_version')}",
+        f"size        {_kb(folder)}",
+        f"status      {status}",
+        "files:",
+    ]
+    lines += [f"  {f:<14} {v.get('bytes', 0):>9} B  sha256 {v.get('sha256', '')[:16]}…"
+              for f, v in m.get("files", {}).items()]
+    lines += ["metrics:"] + ["  " + line for line in json.dumps(m.get("metrics", {}), indent=2).splitlines()]
+    typer.echo("\n".join(lines))
+
+
+@presets.command("install", help="Verify a preset folder or .sidl archive and install it into the user folder.")
+def install(path: Path = typer.Argument(..., help="preset folder or NAME.sidl archive")):
+    from .preset import install_preset
+    typer.echo(f"installed {install_preset(path)}")
+
+
+@presets.command("export-atoms", help="Write a preset's atoms to DIR: atoms.mid, atoms.png and one clip per atom.")
+def export_atoms(name: str = typer.Argument(..., help="preset name or folder"),
+                 out: Path = typer.Argument(..., help="folder to write into")):
+    from sidl.export import atoms as media   # numpy + mido only, no torch
+
+    from .preset import load_preset
+    p = load_preset(name)
+    decoded = media.decoded_atoms(p.decode_bar, p.atom_scale, p.stride, p.codec.n_voices)
+    order = media.usage_order(p.usage)
+    out.mkdir(parents=True, exist_ok=True)
+    media.write_atoms_midi(out / "atoms.mid", p.codec, decoded, order)
+    media.write_atoms_png(out / "atoms.png", p.codec, decoded, order)
+    clips = media.write_atom_clips(out / "clips", p.codec, decoded, order)
+    typer.echo(f"{out}: atoms.mid, atoms.png, {len(clips)} clips in clips/ (most used first)")
+
+
+def _kb(folder: Path) -> str:
+    return f"{sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 1000:.1f} kB"
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,363 @@
+"""Presets for the live engine: find, verify, load (two onnxruntime sessions) and install them.
+
+A preset is a folder (see ``sidl.export.preset`` for how one is written)::
+
+    preset.json   manifest (schema_version, codec, atoms, k, meter prior, corpus + license, metrics,
+                  and a sha256 for each file below, checked at every load)
+    encoder.onnx  x (steps, channels) float32, k () int64 -> idx, val (k, positions)
+    decoder.onnx  idx, val (k, positions) -> y (steps, channels) float32
+    prior.npz     usage (n_atoms, positions_per_bar) f16, scale (n_atoms,) f16,
+                  next_atom / next_p (n_atoms, top): each atom's most likely successors
+    atoms.mid, atoms.png
+
+Presets are looked up by name in ``$SIDL_PRESETS`` (else ``~/.local/share/sidl/presets``; where
+``install_preset`` puts them) and then in the ``presets/`` folder shipped beside the package. A
+single-file archive (``NAME.sidl``, a zip of ``NAME/``) is installed, never loaded in place.
+
+Only numpy, onnxruntime and json here: the live path never imports torch. Nothing is unpickled.
+Every problem is a ``PresetError`` whose message is one line naming the preset and what is wrong.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import onnxruntime as ort
+
+from .drums import CLASS_NAMES
+from .grid import KNOWN_CODECS, Codec
+
+SCHEMA_VERSION = 1
+PRESET_FILES = ("encoder.onnx", "decoder.onnx", "prior.npz", "atoms.mid", "atoms.png")
+ARCHIVE_SUFFIX = ".sidl"
+LIVE_CODECS = ("drums", "piano-grid")           # codecs with bars, which the engine can play
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class PresetError(ValueError):
+    """A preset that cannot be used; the message is one line: ``preset 'NAME': what is wrong``."""
+
+    def __init__(self, preset, problem: str):
+        text = " ".join(str(problem).split())
+        super().__init__(f"preset {str(preset)!r}: {text}")
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise PresetError(name, "a preset name is letters, digits, '.', '_' or '-' (at most 64)")
+    return name
+
+
+def describe_codec(codec: Codec) -> str:
+    """One line saying what a preset's arrays mean, for manifests and ``sidl presets show``."""
+    meter = f"{codec.beats_per_bar}/{codec.beat_unit}"
+    if codec.name == "drums":
+        voices = f"{codec.n_voices} drum classes ({', '.join(CLASS_NAMES)}) x hit/velocity/offset"
+    elif codec.name == "piano-grid":
+        voices = f"{codec.n_voices} piano keys (A0..C8) x onset/velocity/hold"
+    else:
+        return f"{codec.name}: {codec.channels} event types, no grid"
+    return f"{codec.name}: {voices} = {codec.channels} channels, {codec.steps_per_beat} steps per beat, {meter}"
+
+
+# ---------------------------------------------------------------------------------------- finding
+
+
+def user_preset_dir() -> Path:
+    """Where presets are installed: $SIDL_PRESETS, else $XDG_DATA_HOME/sidl/presets (~/.local/share)."""
+    env = os.environ.get("SIDL_PRESETS")
+    if env:
+        return Path(env).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "sidl" / "presets"
+
+
+def shipped_preset_dir() -> Path:
+    """``presets/`` beside the package: the repository's (editable install) or ``sidl/presets``."""
+    return Path(__file__).resolve().parents[1] / "presets"
+
+
+def preset_dirs() -> list[Path]:
+    """Folders searched for presets, first match of a name wins."""
+    return [user_preset_dir(), shipped_preset_dir()]
+
+
+def find_presets() -> dict[str, Path]:
+    """Every preset folder found, by name (a user's install shadows a shipped preset of that name)."""
+    found: dict[str, Path] = {}
+    for root in preset_dirs():
+        if not root.is_dir():
+            continue
+        for sub in sorted(root.iterdir()):
+            if sub.name not in found and not sub.name.startswith(".") and (sub / "preset.json").is_file():
+                found[sub.name] = sub
+    return found
+
+
+def resolve(name_or_path) -> Path:
+    """A preset folder from a name or a path, or a PresetError saying where it looked."""
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix == ARCHIVE_SUFFIX:
+        raise PresetError(text, "is an archive: install it first (sidl presets install PATH)")
+    if path.is_dir():
+        return path
+    if os.sep in text or "/" in text or not _NAME.match(text):
+        raise PresetError(text, "no such preset folder")
+    found = find_presets().get(text)
+    if found is None:
+        where = ", ".join(str(d) for d in preset_dirs())
+        raise PresetError(text, f"not found (looked in {where})")
+    return found
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+def read_manifest(folder: Path, label: str | None = None) -> dict:
+    label = label or folder.name
+    path = folder / "preset.json"
+    if not path.is_file():
+        raise PresetError(label, "missing preset.json")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PresetError(label, f"preset.json is not readable JSON ({e})") from e
+    if not isinstance(manifest, dict):
+        raise PresetError(label, "preset.json is not a JSON object")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise PresetError(label, f"unknown schema version {version!r} (this sidl reads {SCHEMA_VERSION})")
+    return manifest
+
+
+def manifest_codec(manifest: dict, label: str) -> Codec:
+    d = manifest.get("codec")
+    name = d.get("name") if isinstance(d, dict) else None
+    if name not in KNOWN_CODECS:
+        raise PresetError(label, f"unknown codec {name!r} (known: {', '.join(KNOWN_CODECS)})")
+    if name not in LIVE_CODECS:
+        raise PresetError(label, f"codec {name!r} has no bars; the live engine plays {', '.join(LIVE_CODECS)}")
+    try:
+        return Codec.from_dict(d)
+    except ValueError as e:
+        raise PresetError(label, f"bad codec description: {e}") from e
+
+
+def read_verified(folder: Path, manifest: dict, label: str) -> dict[str, bytes]:
+    """Every preset file's bytes, each checked against the manifest's sha256."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise PresetError(label, "preset.json lists no files")
+    out = {}
+    for name in PRESET_FILES:
+        path = folder / name
+        if not path.is_file():
+            raise PresetError(label, f"missing {name}")
+        want = (files.get(name) or {}).get("sha256") if isinstance(files.get(name), dict) else None
+        if not want:
+            raise PresetError(label, f"preset.json has no sha256 for {name}")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != want:
+            raise PresetError(label, f"sha256 mismatch for {name} (corrupt or modified file)")
+        out[name] = data
+    return out
+
+
+def session_options() -> ort.SessionOptions:
+    """One thread, no spinning, sequential: a bar is small and the box is shared with the audio."""
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = 1
+    o.inter_op_num_threads = 1
+    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    o.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    o.log_severity_level = 3
+    return o
+
+
+def open_session(data: bytes, name: str, label: str, inputs: tuple, outputs: tuple) -> ort.InferenceSession:
+    try:
+        s = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+    except Exception as e:     # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise PresetError(label, f"{name} is not a loadable ONNX model (truncated or corrupt?): {first}") from e
+    got_in = tuple(i.name for i in s.get_inputs())
+    got_out = tuple(o.name for o in s.get_outputs())
+    if got_in != inputs or got_out != outputs:
+        raise PresetError(label, f"{name} has inputs {got_in} and outputs {got_out}, "
+                                 f"expected {inputs} -> {outputs}")
+    return s
+
+
+def read_prior(data: bytes, n_atoms: int, positions: int, label: str):
+    """prior.npz -> usage (n_atoms, positions), transitions (n_atoms, n_atoms), scale (n_atoms,) float32."""
+    import io
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            usage, scale = z["usage"], z["scale"]
+            nxt, p = z["next_atom"], z["next_p"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise PresetError(label, f"prior.npz is not a readable prior ({e})") from e
+    if usage.shape != (n_atoms, positions) or scale.shape != (n_atoms,) or nxt.shape != p.shape \
+            or nxt.ndim != 2 or len(nxt) != n_atoms:
+        raise PresetError(label, f"prior.npz shapes {usage.shape}, {scale.shape}, {nxt.shape} do not fit "
+                                 f"{n_atoms} atoms x {positions} positions")
+    nxt = nxt.astype(np.int64)
+    if nxt.size and (nxt.min() < 0 or nxt.max() >= n_atoms):
+        raise PresetError(label, "prior.npz names atoms that do not exist")
+    transitions = np.zeros((n_atoms, n_atoms), np.float32)
+    np.put_along_axis(transitions, nxt, p.astype(np.float32), axis=1)
+    return usage.astype(np.float32), transitions, scale.astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class Preset:
+    """A loaded preset; fits the engine's ``BarModel`` (codec, k, usage, transitions, encode/decode)."""
+
+    name: str
+    path: Path
+    manifest: dict
+    codec: Codec
+    k_max: int
+    k: int                                   # winners per code position used live
+    stride: int                              # grid steps per code position (= atom length)
+    usage: np.ndarray                        # (n_atoms, positions_per_bar) float32
+    transitions: np.ndarray                  # (n_atoms, n_atoms) float32
+    atom_scale: np.ndarray                   # (n_atoms,) float32, typical value of each atom
+    encoder: ort.InferenceSession = field(repr=False)
+    decoder: ort.InferenceSession = field(repr=False)
+
+    @property
+    def k_live(self) -> int:
+        return self.k
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.atom_scale)
+
+    def encode_bar(self, x: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, channels) float32 -> idx (positions, k) int64, val (positions, k) float32."""
+        k = self.k if k is None else int(k)
+        if not 1 <= k <= self.k_max:
+            raise ValueError(f"k must be in 1..{self.k_max}, got {k}")
+        if x.ndim != 2 or x.shape[1] != self.codec.channels or x.shape[0] % self.stride or not len(x):
+            raise ValueError(f"bar must be (steps, {self.codec.channels}) with steps a positive "
+                             f"multiple of {self.stride}, got {x.shape}")
+        idx, val = self.encoder.run(None, {"x": np.ascontiguousarray(x, np.float32),
+                                           "k": np.array(k, np.int64)})
+        return np.ascontiguousarray(idx.T), np.ascontiguousarray(val.T)
+
+    def decode_bar(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """idx (positions, k) int64, val (positions, k) float32 -> (positions * stride, channels)."""
+        positions, k = idx.shape
+        if k == 0:
+            return np.zeros((positions * self.stride, self.codec.channels), np.float32)
+        (y,) = self.decoder.run(None, {"idx": np.ascontiguousarray(idx.T, np.int64),
+                                       "val": np.ascontiguousarray(val.T, np.float32)})
+        return y
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+
+def load_preset(name_or_path) -> Preset:
+    """Find, verify (schema, codec, sha256 of every file) and open a preset for the live engine."""
+    folder = resolve(name_or_path)
+    return open_preset(folder, folder.name)
+
+
+def open_preset(folder: Path, label: str) -> Preset:
+    """Verify and open the preset in ``folder``; errors name it ``label``."""
+    manifest = read_manifest(folder, label)
+    codec = manifest_codec(manifest, label)
+    try:
+        atoms = manifest["atoms"]
+        n_atoms, length = int(atoms["count"]), int(atoms["length"])
+        k_max, k_live = int(manifest["k_max"]), int(manifest["k_live"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise PresetError(label, f"preset.json lacks a valid {e} entry") from e
+    if codec.steps_per_bar % length or not 1 <= k_live <= k_max:
+        raise PresetError(label, f"inconsistent manifest: atoms of {length} steps, k_live {k_live}, k_max {k_max}")
+    data = read_verified(folder, manifest, label)
+    usage, transitions, scale = read_prior(data["prior.npz"], n_atoms, codec.steps_per_bar // length, label)
+    enc = open_session(data["encoder.onnx"], "encoder.onnx", label, ("x", "k"), ("idx", "val"))
+    dec = open_session(data["decoder.onnx"], "decoder.onnx", label, ("idx", "val"), ("y",))
+    preset = Preset(str(manifest.get("name") or folder.name), folder, manifest, codec, k_max, k_live,
+                    length, usage, transitions, scale, enc, dec)
+    try:   # one silent bar through both graphs: checks them and warms them up for the first real bar
+        preset.decode_bar(*preset.encode_bar(np.zeros((codec.steps_per_bar, codec.channels), np.float32)))
+    except Exception as e:
+        raise PresetError(label, f"its graphs do not run ({' '.join(str(e).split())[:160]})") from e
+    return preset
+
+
+# ------------------------------------------------------------------------------------- installing
+
+
+def safe_members(archive: zipfile.ZipFile, label: str) -> list[zipfile.ZipInfo]:
+    """The archive's members, or a PresetError if any would land outside the extraction folder."""
+    members = archive.infolist()
+    for m in members:
+        p = PurePosixPath(m.filename)
+        if (m.filename.startswith(("/", "\\")) or "\\" in m.filename or ".." in p.parts
+                or re.match(r"^[A-Za-z]:", m.filename)):
+            raise PresetError(label, f"archive member {m.filename!r} escapes the preset folder")
+        if stat.S_ISLNK(m.external_attr >> 16):
+            raise PresetError(label, f"archive member {m.filename!r} is a symbolic link")
+    return members
+
+
+def _unpack(archive_path: Path, into: Path, label: str) -> Path:
+    try:
+        with zipfile.ZipFile(archive_path) as z:
+            members = safe_members(z, label)
+            for m in members:
+                z.extract(m, into)
+    except zipfile.BadZipFile as e:
+        raise PresetError(label, f"not a preset archive ({e})") from e
+    if (into / "preset.json").is_file():
+        return into
+    subs = [d for d in into.iterdir() if d.is_dir() and (d / "preset.json").is_file()]
+    if len(subs) != 1:
+        raise PresetError(label, "archive holds no single preset folder with a preset.json")
+    return subs[0]
+
+
+def install_preset(path, dest: Path | None = None) -> Path:
+    """Verify a preset folder or ``.sidl`` archive and copy it to ``dest`` (the user folder) by name.
+
+    An installed preset of the same name is replaced (atomically: a temporary folder is renamed).
+    """
+    src = Path(os.fspath(path)).expanduser()
+    label = src.name
+    dest = Path(dest) if dest is not None else user_preset_dir()
+    dest.mkdir(parents=True, exist_ok=True)
+    if not src.exists():
+        raise PresetError(label, f"{src}: no such file or folder")
+    work = Path(tempfile.mkdtemp(prefix=".install-", dir=dest))
+    try:
+        folder = _unpack(src, work / "unpacked", label) if src.is_file() else src
+        name = check_name(str(read_manifest(folder, label).get("name") or folder.name))
+        open_preset(folder, label)                           # every check the engine makes
+        staged = work / name
+        staged.mkdir()
+        for f in ("preset.json",) + PRESET_FILES:           # only what a preset holds
+            shutil.copyfile(folder / f, staged / f)
+        target = dest / name
+        if target.exists():
+            os.replace(target, work / ".replaced")
+        os.replace(staged, target)
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
