@@ -33,10 +33,10 @@ from . import atoms as atom_media
 from .onnx import ATOM_DTYPES, check_parity, export_onnx, stored_bytes
 from .prior import meter_prior, prior_arrays, sample_windows
 
-# Size targets of shipped presets (bytes on disk) and what atoms.mid/png, prior and graphs take
-# besides the atoms, so "auto" storage can pick the widest dtype that fits.
+# Size targets of shipped presets (bytes on disk) and what the graphs, prior, atoms.mid/png and
+# manifest take besides the atoms (measured), so "auto" storage can pick the widest dtype that fits.
 SIZE_BUDGET = {"drums": 300_000, "piano-grid": 1_000_000}
-OVERHEAD_BYTES = 120_000
+OVERHEAD_BYTES = {"drums": 150_000, "piano-grid": 230_000}
 PARITY_POSITIONS = 256       # code positions of real windows the export checks onnx against torch on
 
 
@@ -61,7 +61,7 @@ def choose_atom_dtype(n_atoms: int, atom_length: int, codec: Codec) -> str:
     """The widest atom storage whose preset fits the codec's size budget (int8 when none does)."""
     budget = SIZE_BUDGET.get(codec.name, 1_000_000)
     for dtype in ATOM_DTYPES:
-        if stored_bytes(n_atoms, atom_length, codec, dtype) + OVERHEAD_BYTES <= budget:
+        if stored_bytes(n_atoms, atom_length, codec, dtype) + OVERHEAD_BYTES.get(codec.name, 230_000) <= budget:
             return dtype
     return "int8"
 
@@ -127,6 +127,10 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
                                   read_metrics(run_dir), tmp)
         manifest["export_check"] = {"onnxruntime_vs_torch": parity}
         (tmp / "preset.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        size = sum(f.stat().st_size for f in tmp.iterdir())
+        budget = SIZE_BUDGET.get(codec.name)
+        say(f"{size / 1000:.1f} kB on disk" + ("" if budget is None or size <= budget else
+            f": OVER the {budget / 1000:.0f} kB target of {codec.name} presets (fewer atoms, or --atoms int8)"))
         _replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -391,3 +391,15 @@ def test_cli_presets_commands(tmp_path):
     assert "96 clips" in out
     assert (tmp_path / "atoms" / "atoms.mid").stat().st_size > 100
     assert len(list((tmp_path / "atoms" / "clips").glob("*.mid"))) == 96
+
+
+def test_auto_storage_fits_the_size_targets():
+    """float32 while it fits, then float16 (the 512-atom drum dictionary), then int8."""
+    from sidl.realtime.grid import DRUMS, PIANO_GRID
+    assert export_mod.choose_atom_dtype(64, 4, DRUMS) == "float32"
+    assert export_mod.choose_atom_dtype(512, 4, DRUMS) == "float16"
+    assert export_mod.choose_atom_dtype(128, 4, PIANO_GRID) == "float16"
+    assert export_mod.choose_atom_dtype(400, 4, PIANO_GRID) == "int8"
+    drums = json.loads((presetkit.preset_dir("drums") / "preset.json").read_text())
+    assert sum(v["bytes"] for v in drums["files"].values()) < 300_000      # 512 atoms, float16
+    assert drums["export_check"]["onnxruntime_vs_torch"]["max_abs_decoded"] <= 1e-5
