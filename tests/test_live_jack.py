@@ -316,3 +316,16 @@ def test_follows_a_real_jack_midi_clock_client(jack_server):
     ioi = np.diff(t)
     err = ioi - np.round(ioi / step_s) * step_s       # every onset on the clock's 16th grid
     assert np.all(np.round(ioi / step_s) >= 1) and np.percentile(np.abs(err), 90) < GRID_TOL_S
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--meter", "7/8"], "meter 7/8 does not fit this preset's atoms of 4 steps"),
+    (["--meter", "4-4"], "--meter must look like 4/4 or 6/8"),
+    (["--bpm", "fast"], "Invalid value for '--bpm'"),
+    (["--sync", "--send-clock"], "--sync and --send-clock do not go together"),
+    (["--preset", "nope"], "no stand-in preset 'nope'"),
+])
+def test_cli_user_errors_are_one_line_and_exit_2(jack_server, args, says):
+    proc = _spawn_live(*args)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 2 and err.count("\n") == 1 and says in err, err
