@@ -1,6 +1,6 @@
 """The live engine: clock -> bar buffer -> encode -> edit -> decode -> scheduled sends for the next bar.
 
-Three threads, each with one job:
+Four threads, each with one job:
 
 * the MIDI backend's real-time thread only queues incoming messages (inside rtmidi, see ``ports``);
 * the conductor (``run_live``, the caller's thread) polls them every millisecond: clock
@@ -8,14 +8,15 @@ Three threads, each with one job:
   change the controls.
   When a bar's input window closes it hands a ``BarJob`` to
 * the worker, which composes the next bar (``Composer``: the model's encode/decode, never on the
-  input thread) and submits it to the ``Scheduler``, whose thread sends at absolute times.
+  input thread) and submits it to
+* the ``Scheduler``'s thread, which sends each message at its absolute time.
 
 A bar's input window closes half a grid step before the bar line: a note played there is rounded
 by the codec to the next bar's first step anyway, and the half step (62 ms at 120 BPM) is the
 worker's budget to prepare bar N+1 before it starts. Bars are counted from the song start: our own
 first bar, or the DAW's Start / Song Position Pointer when following its clock (``--sync``).
 
-Policy when late: a bar that is already half a step under way is dropped, the clock is kept.
+Policy when late, or when composing a bar fails: that bar is dropped, the clock is kept.
 Whatever stops the engine (MIDI Stop, lost clock, CC 123, a mode or preset change, a vanished port,
 Ctrl-C) silences every note it started.
 """
@@ -109,6 +110,8 @@ class Engine:
         self.half_q = 0.5 / self.spq             # the input window closes this early
         self.buffer = BarBuffer()
         self.dropped = 0                          # bars skipped because we were late
+        self.failed = 0                           # bars whose composing raised (see last_error)
+        self.last_error = ""
         self.compute_s = np.full(TIMING_RING, np.nan)   # seconds per render(), ring
         self._n_rendered = 0
         self._next_bar: int | None = None
@@ -286,7 +289,7 @@ def status_line(engine: Engine, scheduler: Scheduler, now: float) -> str:
     late_ms = float(np.percentile(late, 99) * 1e3) if len(late) else math.nan
     return (f"{bpm:6.1f} bpm  {where}  {engine.controls.mode}  atoms {engine.composer.atoms_in_use:2d}"
             f"  compute p99 {engine.compute_p99_ms():.2f} ms  send late p99 {late_ms:.2f} ms"
-            f"  dropped {engine.dropped}")
+            f"  dropped {engine.dropped}" + (f"  failed {engine.failed}" if engine.failed else ""))
 
 
 def run_live(engine: Engine, poll, scheduler: Scheduler, stop: threading.Event, *,
@@ -304,7 +307,12 @@ def run_live(engine: Engine, poll, scheduler: Scheduler, stop: threading.Event, 
     def work():
         first = on_first_bar
         while (job := jobs.get()) is not None:
-            scheduler.submit(engine.render(job))
+            try:
+                scheduler.submit(engine.render(job))
+            except Exception as e:              # the policy: drop the bar, keep the clock
+                engine.failed += 1
+                engine.last_error = f"bar {job.bar}: {type(e).__name__}: {e}"
+                continue
             tl = engine.timeline
             if engine.follower is not None and tl is not None and tl is not job.timeline:
                 scheduler.retime(tl)            # a tick came while we composed: catch up now

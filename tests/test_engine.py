@@ -278,3 +278,34 @@ def test_preset_change_swaps_the_model_on_the_worker_at_the_next_bar(drums, pian
     assert job.reset
     e.render(job)
     assert e.composer.model is piano
+
+
+def test_run_live_drops_a_bar_that_fails_and_keeps_going(drums):
+    class Flaky:
+        """The stand-in, failing to decode its second bar."""
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+            self.codec, self.k, self.usage = inner.codec, inner.k, inner.usage
+            self.transitions, self.atom_scale = inner.transitions, inner.atom_scale
+
+        def encode_bar(self, x, k):
+            return self.inner.encode_bar(x, k)
+
+        def decode_bar(self, idx, val):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("onnx says no")
+            return self.inner.decode_bar(idx, val)
+
+    out = RecordingOutput()
+    sched = Scheduler(out).start()
+    start = time.perf_counter() + 0.02
+    e = Engine(Flaky(drums), Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start))
+    stop = threading.Event()
+    threading.Timer(start + 1.9 - time.perf_counter(), stop.set).start()    # three bars of 0.6 s
+    run_live(e, list, sched, stop)
+    sched.close()
+    bar_of = [int((t - start) // 0.6) for t, m in out.sent if m.type == "note_on"]
+    assert e.failed == 1 and "bar 1: RuntimeError: onnx says no" == e.last_error
+    assert 0 in bar_of and 1 not in bar_of and 2 in bar_of
+    assert "failed 1" in status_line(e, sched, time.perf_counter())
