@@ -28,7 +28,7 @@ from sidl.realtime.engine import Engine, run_live
 from sidl.realtime.ports import open_input, open_output
 from sidl.realtime.scheduler import Batch, Scheduler
 
-pytestmark = pytest.mark.jack
+pytestmark = [pytest.mark.jack, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 GRID_TOL_S = 0.004        # onset error allowed here (two JACK hops + a busy 2-core box); bench has p99
 
@@ -204,13 +204,13 @@ def _spawn_live(*args):
 
 
 def test_sigterm_leaves_nothing_sounding_with_existing_ports(jack_server):
-    """The real CLI on --port/--out (loose names of our test client's ports), killed mid-bar."""
+    """The real CLI on --port/--out (loose names of our test client's ports), sending clock, killed."""
     src = open_output(None, "sidl-test-src")
     sink = open_input(None, "sidl-test-sink")
     dump = subprocess.Popen(["jack_midi_dump", "sidl-test-dump"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     proc = _spawn_live("--port", "sidl-test-src", "--out", "sidl test sink", "--bpm", "240",
-                       "--density", "4", "--quantize")
+                       "--density", "4", "--quantize", "--send-clock")
     rec = []
     try:
         assert _wait_for(lambda: rec.extend(sink.poll()) or rec or proc.poll() is not None, 5.0), "no output"
@@ -231,6 +231,12 @@ def test_sigterm_leaves_nothing_sounding_with_existing_ports(jack_server):
         sink.close()
     ons, balanced = notes_of(rec)
     assert len(ons) > 8 and balanced
+    # --send-clock: Start first, then 24 ticks a beat at 240 BPM, and Stop on the way out.
+    realtime = [(t, d[0]) for t, d in rec if d[0] >= 0xF8]
+    assert realtime[0][1] == 0xFA and realtime[-1][1] == 0xFC
+    ticks = np.array([t for t, b in realtime if b == 0xF8])
+    assert len(ticks) > 48                             # arrivals sit on JACK periods: use the span
+    assert (ticks[-1] - ticks[0]) / (len(ticks) - 1) == pytest.approx(60 / 240 / 24, rel=3e-3)
     # jack_midi_dump, an independent JACK client, saw the same balance: every note-on, its note-off.
     lines = [ln for ln in dumped.splitlines() if "note o" in ln]
     n_on = sum(1 for ln in lines if "note on" in ln and not ln.rstrip().endswith("velocity   0"))
