@@ -32,7 +32,7 @@ from .compose import default_mode
 from .controls import Controls
 from .engine import BarJob, Engine, run_live
 from .notes import NoteArray
-from .ports import PortError, jack_running, open_input, open_output
+from .ports import PortError, jack_running, open_input, open_output, transport_latency_s
 from .scheduler import Batch, Scheduler
 
 
@@ -55,7 +55,8 @@ def random_bar(rng: np.random.Generator, codec, n_notes: int = 24) -> NoteArray:
     steps = codec.steps_per_bar
     start = rng.integers(0, steps, n_notes) + rng.uniform(-0.3, 0.3, n_notes)
     pitch = rng.choice(CLASS_NOTES, n_notes) if codec.name == "drums" else rng.integers(36, 96, n_notes)
-    return NoteArray.from_lists(start, start + rng.uniform(0.5, 4, n_notes), pitch, rng.integers(30, 127, n_notes))
+    return NoteArray.from_lists(start, start + rng.uniform(0.5, 4, n_notes), pitch,
+                                rng.integers(30, 127, n_notes))
 
 
 def compute_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
@@ -207,14 +208,19 @@ def main(argv: list[str] | None = None) -> None:
               "(or .ci/setup-jack.sh); measuring compute only")
     else:
         os.environ.setdefault("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK")
+        period_ms = 2e3 * transport_latency_s("UNIX_JACK")
+        print(f"JACK period {period_ms:.2f} ms; onset runs: {args.jack_bars} bars at 240 BPM, "
+              f"16 sixteenths a bar, quantized")
         for sync in (False, True):
             err = np.abs(onset_error(model, n_bars=args.jack_bars, sync=sync))
             what = "MIDI clock in (--sync)" if sync else "internal clock"
             rows.append((f"onset error |t - grid|, {what}", _ms(err, 50), _ms(err, 99), f"{len(err)} notes"))
         try:
             t_open, t_ready = startup(launch + ["--bpm", "120", "--quantize"])
-            rows.append(("start -> ports open (process)", f"{t_open * 1e3:7.1f}", "", "spawn to 'ports open'"))
-            rows.append(("start -> first bar ready (process)", f"{t_ready * 1e3:7.1f}", "", "spawn to 'first bar ready'"))
+            rows.append(("start -> ports open (process)", f"{t_open * 1e3:7.1f}", "",
+                         "spawn to 'ports open'"))
+            rows.append(("start -> first bar ready (process)", f"{t_ready * 1e3:7.1f}", "",
+                         "spawn to 'first bar ready'"))
         except (RuntimeError, PortError) as e:
             print(f"startup not measured: {e}")
     print(f"{'what':44s} {'p50 ms':>8s} {'p99 ms':>8s}  n")

@@ -14,7 +14,8 @@ PANIC_CC = 123           # "all notes off": we silence everything we sent
 
 # CC number -> (field, what the 0..127 value means). Printed by `sidl-live --help`; keep in sync.
 CC_TABLE = {
-    20: ("amount", f"generate: density 0..{MAX_DENSITY:g} atoms per beat; simplify: keep 1..{MAX_KEEP} atoms"),
+    20: ("amount", f"generate: density 0..{MAX_DENSITY:g} atoms per beat; "
+                   f"simplify: keep 1..{MAX_KEEP} atoms"),
     21: ("variation", "0..1: how much each bar departs from the groove / the played bar"),
     22: ("reroll", "value >= 64: a new seed (a new groove)"),
     23: ("mode", "0-42 generate, 43-85 simplify, 86-127 echo"),

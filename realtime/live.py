@@ -56,26 +56,35 @@ def parse_meter(text: str) -> tuple[int, int]:
 def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
-    @app.command(help="Real-time MIDI from a shift-invariant dictionary preset. Live controls: " + cc_help())
+    @app.command(help="Real-time MIDI from a shift-invariant dictionary preset. "
+                      "Live controls: " + cc_help())
     def live(
-        port: Optional[str] = typer.Option(None, help="input port to open (substring match); default: a virtual 'sidl in'"),
-        out: Optional[str] = typer.Option(None, help="output port to open (substring match); default: a virtual 'sidl out'"),
+        port: Optional[str] = typer.Option(
+            None, help="input port to open (substring match); default: a virtual 'sidl in'"),
+        out: Optional[str] = typer.Option(
+            None, help="output port to open (substring match); default: a virtual 'sidl out'"),
         list_ports_: bool = typer.Option(False, "--list-ports", help="print the MIDI ports and exit"),
-        backend: Optional[str] = typer.Option(None, help="jack, alsa, coremidi, winmm or a mido backend name; default: automatic"),
+        backend: Optional[str] = typer.Option(
+            None, help="jack, alsa, coremidi, winmm or a mido backend name; default: automatic"),
         preset: str = typer.Option(DEFAULT_PRESET, help="preset name or folder"),
-        mode: Optional[str] = typer.Option(None, help="generate | simplify | echo; default: generate for drums, simplify for piano"),
+        mode: Optional[str] = typer.Option(
+            None, help="generate | simplify | echo; default: generate for drums, simplify for piano"),
         bpm: float = typer.Option(120.0, help="tempo of the internal clock"),
         meter: str = typer.Option("4/4", help="time signature"),
-        send_clock: bool = typer.Option(False, "--send-clock", help="send MIDI clock, start and stop so a DAW can follow"),
-        sync: bool = typer.Option(False, "--sync", help="follow incoming MIDI clock, start, stop, continue and song position"),
-        follow: bool = typer.Option(False, "--follow", help="generate: answer what is played with a variation of it"),
+        send_clock: bool = typer.Option(
+            False, "--send-clock", help="send MIDI clock, start and stop so a DAW can follow"),
+        sync: bool = typer.Option(
+            False, "--sync", help="follow incoming MIDI clock, start, stop, continue and song position"),
+        follow: bool = typer.Option(
+            False, "--follow", help="generate: answer what is played with a variation of it"),
         keep: int = typer.Option(8, help="simplify / follow: atoms kept per bar"),
         density: float = typer.Option(1.0, help="generate: atoms per beat"),
         variation: float = typer.Option(0.2, help="generate: 0..1"),
         seed: int = typer.Option(0),
         fill_every: int = typer.Option(0, help="generate: a fill every N bars (0: none)"),
         quantize: bool = typer.Option(False, "--quantize", help="no microtiming: every note on the grid"),
-        channel: Optional[int] = typer.Option(None, help="output channel 1..16; default 10 for drums, 1 for piano"),
+        channel: Optional[int] = typer.Option(
+            None, help="output channel 1..16; default 10 for drums, 1 for piano"),
     ):
         if list_ports_:
             inputs, outputs = list_ports(backend)

@@ -191,7 +191,7 @@ class MidiInput:
     (its arrival, from the backend's own delta times, minus the transport's mean latency).
 
     Poll every few milliseconds: the delta times fix the spacing exactly, but where the sequence
-    sits in time is learnt from how soon after an arrival a poll comes (the engine polls every millisecond).
+    sits in time is learnt from how soon after an arrival a poll comes (the engine polls each ms).
     """
 
     def __init__(self, rt, name: str, target: str | None, api: str):
@@ -221,7 +221,6 @@ class MidiInput:
         return _alive(self)
 
     def close(self) -> None:
-        self._rt.cancel_callback()
         self._rt.close_port()
         self._rt.delete()
 
