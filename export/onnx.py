@@ -73,7 +73,7 @@ class PursuitEncoder(nn.Module):
     def __init__(self, atoms: AtomStore, codec: Codec, k_max: int):
         super().__init__()
         roles = channel_roles(codec)
-        self.k_max, self.argmax = k_max, roles.argmax
+        self.k_max, self.argmax, self.clipped_fit = k_max, roles.argmax, roles.clipped_fit
         self.channels, self.length = codec.channels, atoms.stored.shape[2]
         cols = torch.tensor(roles.classify, dtype=torch.long)
         # Pursuit only reads the classification channels: keep those atoms' rows, feed those columns.
@@ -83,7 +83,8 @@ class PursuitEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, k: torch.Tensor):
         xc = x.index_select(1, self.cols).t()[None]                  # (1, Cc, T)
-        idx, val = pursuit(xc, self.atoms(), k, self.k_max, self.classify, self.argmax)
+        idx, val = pursuit(xc, self.atoms(), k, self.k_max, self.classify, self.argmax,
+                           clipped_fit=self.clipped_fit)
         n = k.item()
         torch._check(n >= 1)
         torch._check(n <= self.k_max)

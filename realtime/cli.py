@@ -49,11 +49,10 @@ presets = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich
 app.add_typer(presets, name="presets")
 
 
-# --- sidl train: the lead's command, from sidl.training.cli (imports torch only when it runs). ---
-# Register it here, e.g.:
-#     from sidl.training.cli import train
-#     app.command("train")(train)
-# ---------------------------------------------------------------------------------------------------
+# sidl train lives with the trainer; its module imports typer only, torch when the command runs.
+from sidl.training.cli import train as _train  # noqa: E402
+
+app.command("train", help="Learn a shift-invariant dictionary from MIDI (needs torch).")(_train)
 
 
 @app.command("export", help="Export a training run as a preset folder (needs torch and onnx).")

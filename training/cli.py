@@ -37,7 +37,7 @@ def train(
         from .evaluate import summary_table
         from .train import TrainArgs, train as run
     except ImportError as e:
-        print(f"error: training needs the 'train' extra (pip install 'sidl[train]'): {e}", file=sys.stderr)
+        print(f"sidl: training needs the 'train' extra (pip install 'sidl[train]'): {e}", file=sys.stderr)
         raise typer.Exit(2)
     if layers:
         nums = [int(v) for v in layers.split(",")]
@@ -52,7 +52,7 @@ def train(
     try:
         metrics = run(args)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"sidl: {e}", file=sys.stderr)
         raise typer.Exit(2)
     if metrics:
         print(summary_table(metrics))

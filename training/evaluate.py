@@ -36,7 +36,8 @@ def encode_decode(model, codec: Codec, x: np.ndarray, k: int, encoder: str = "pu
     outs, used = [], []
     step = chunk * L
     for s in range(0, xt.shape[-1], step):
-        idx, val = pursuit(xt[..., s:s + step], model.atoms, torch.tensor(k), k, classify, roles.argmax)
+        idx, val = pursuit(xt[..., s:s + step], model.atoms, torch.tensor(k), k, classify, roles.argmax,
+                           clipped_fit=roles.clipped_fit)
         outs.append(read_out(sparse_decode(idx, val, model.atoms), roles, model.feel_prior))
     return torch.cat(outs, -1)[0].T[:T].numpy()
 
@@ -53,7 +54,8 @@ def atoms_in_use(model, codec: Codec, pieces: list[Piece], k: int) -> int:
         x = x[: len(x) // L * L]
         if not len(x):
             continue
-        idx, val = pursuit(torch.from_numpy(x).T[None], model.atoms, torch.tensor(k), k, classify, roles.argmax)
+        idx, val = pursuit(torch.from_numpy(x).T[None], model.atoms, torch.tensor(k), k, classify, roles.argmax,
+                           clipped_fit=roles.clipped_fit)
         used[idx[val != 0]] = True
     return int(used.sum())
 

@@ -3,9 +3,13 @@
 The TCN-kWTA encoder learns the atoms; to *choose* the k winners of a bar we refine by pursuit over
 those atoms (the paper's shift-invariant model solved greedily, one code position at a time):
 
-    for s in 1..k:   pick the atom that, added with its matching-pursuit amplitude, leaves the fewest
-                     wrong hits/onsets (ties: largest correlation); then refit every chosen amplitude
-                     by least squares (Gauss-Seidel sweeps, exact enough for k <= 8 and exportable).
+    for s in 1..k:   pick the atom that, added with its best amplitude, leaves the fewest wrong
+                     hits/onsets (ties: largest correlation); then refit every chosen amplitude
+                     (Gauss-Newton sweeps, one atom at a time: exportable, no solver needed).
+
+Amplitudes minimise the training loss of the classification channels, squared error clipped at 0
+and 1, not plain least squares: on sparse binary targets least squares shrinks a partly matching
+atom below the 0.5 decision and the code plays nothing.
 
 Only the classification channels (hits, onsets, holds) drive the code. Feel channels (velocity,
 microtiming) are read out by the decoder as ratios to their hit channel, so every atom carries a
@@ -26,6 +30,7 @@ class ChannelRoles:
     classify: tuple   # channel indices decided by threshold 0.5 (or argmax for events)
     feel: tuple       # ((feel channels, their hit channels, low, high), ...)
     argmax: bool      # events: one token per step, decided by argmax
+    clipped_fit: bool = False   # fit amplitudes to the clipped loss (sparse onsets), else least squares
 
 
 def channel_roles(codec: Codec) -> ChannelRoles:
@@ -36,8 +41,11 @@ def channel_roles(codec: Codec) -> ChannelRoles:
                                    (tuple(range(2 * n, 3 * n)), hits, -0.5, 0.5)), False)
     if codec.name == "piano-grid":
         onsets = tuple(range(n))
+        # Measured on POP909 (128 atoms): least-squares amplitudes found 1% of onsets at k=1, the
+        # clipped fit 9% (F1 0.02 -> 0.16; 0.21 -> 0.58 at k=8). On GMD drums least squares is
+        # better (k=4 F1 0.996 vs 0.966), so drums keep it.
         return ChannelRoles(onsets + tuple(range(2 * n, 3 * n)),
-                            ((tuple(range(n, 2 * n)), onsets, 0.0, 1.0),), False)
+                            ((tuple(range(n, 2 * n)), onsets, 0.0, 1.0),), False, clipped_fit=True)
     return ChannelRoles(tuple(range(codec.channels)), (), True)
 
 
@@ -64,12 +72,26 @@ def _errors(pred: torch.Tensor, target: torch.Tensor, argmax: bool, length: int)
     return ((pred > 0.5) != (target[:, None, :] > 0.5)).sum(-1).to(pred.dtype)
 
 
+def _active(X: torch.Tensor, Y: torch.Tensor, clipped: bool) -> torch.Tensor:
+    """Which values the training loss still penalises (1.0) at the current reconstruction Y.
+
+    Hits are squared errors clipped at 0 and 1: a true hit already at or above 1, or a silent value
+    at or below 0, costs nothing, so amplitudes are fit on the rest (plain least squares would shrink
+    a partly matching atom below the 0.5 decision). Without ``clipped``: plain least squares.
+    """
+    if not clipped:
+        return torch.ones_like(X)
+    on = X > 0.5
+    return (~((on & (Y >= 1.0)) | (~on & (Y <= 0.0)))).to(X.dtype)
+
+
 def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: torch.Tensor, k_max: int,
-            classify: torch.Tensor, argmax: bool = False, sweeps: int = 2):
+            classify: torch.Tensor, argmax: bool = False, sweeps: int = 2, clipped_fit: bool = False):
     """Choose up to k atoms per code position.
 
     x: (B, C, T) with T a multiple of the atom length L; atoms: (A, C, L); k: 0-d int64 tensor
-    (1 <= k <= k_max, a run-time input of the exported encoder); classify: (C,) bool.
+    (1 <= k <= k_max, a run-time input of the exported encoder); classify: (C,) bool;
+    clipped_fit: amplitudes minimise the clipped loss instead of least squares (see ChannelRoles).
     Returns idx (B, k_max, P) int64 and val (B, k_max, P) float; slots s >= k have val 0.
     """
     B, C, T = x.shape
@@ -86,7 +108,8 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: torch.Tensor, k_max: int,
     slots = torch.arange(k_max, device=x.device)
     for s in range(k_max):
         active = k > s
-        c = ((X - Y) @ D.T) / norm2                                # (N, A) matching-pursuit amplitudes
+        W = _active(X, Y, clipped_fit)                                  # (N, Lc) terms the loss still sees
+        c = ((X - Y) * W) @ D.T / (W @ (D * D).T).clamp_min(1e-8)  # (N, A) each candidate's amplitude
         err = _errors(Y[:, None, :] + c[:, :, None] * D[None], X, argmax, L)
         corr = (c * norm2.sqrt()).abs()
         err = err - 1e-3 * corr / (corr.amax(1, keepdim=True) + 1e-8) + 1e9 * taken
@@ -94,12 +117,13 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: torch.Tensor, k_max: int,
         new_idx = torch.where(slots == s, j[:, None], idx)
         new_amp = torch.where(slots == s, c.gather(1, j[:, None]), amp)
         Ds = D[new_idx[:, : s + 1]]                                # (N, s+1, Lc)
-        n2 = norm2[new_idx[:, : s + 1]]                            # (N, s+1)
         a = new_amp[:, : s + 1]
-        for _ in range(sweeps):                                    # least-squares refit, Gauss-Seidel
+        for _ in range(sweeps):                                    # refit: Gauss-Newton, one atom at a time
             for i in range(s + 1):
-                r = X - (a[:, :, None] * Ds).sum(1)
-                step = (r * Ds[:, i]).sum(-1) / n2[:, i]
+                y = (a[:, :, None] * Ds).sum(1)
+                w = _active(X, y, clipped_fit)
+                d = Ds[:, i]
+                step = ((X - y) * w * d).sum(-1) / (w * d * d).sum(-1).clamp_min(1e-8)
                 a = a + torch.where(slots[: s + 1] == i, step[:, None], torch.zeros_like(a))
         new_amp = torch.cat([a, new_amp[:, s + 1:]], dim=1)
         idx = torch.where(active, new_idx, idx)

@@ -164,7 +164,8 @@ def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
     x = windows.reshape(-1, C, L)                                      # (N, C, L) one position each
     classify = torch.zeros(C, dtype=torch.bool)
     classify[list(roles.classify)] = True
-    codes = [pursuit(x, model.atoms, torch.tensor(k), k_max, classify)  # every k the knob allows
+    codes = [pursuit(x, model.atoms, torch.tensor(k), k_max, classify,   # every k the knob allows
+                     clipped_fit=roles.clipped_fit)
              for k in range(1, k_max + 1)]
     I = torch.cat([i[:, :, 0] for i, _ in codes])                       # (M, k_max) atom per slot
     V = torch.cat([v[:, :, 0] for _, v in codes])                       # (M, k_max) amplitude, 0 = unused
