@@ -108,10 +108,11 @@ def stitch_bar(rng: np.random.Generator, usage: np.ndarray, transitions: np.ndar
 
 def last_atom(idx: np.ndarray, val: np.ndarray) -> int | None:
     """The strongest atom of the last position that has one (to continue a bar with stitch_bar)."""
-    for p in range(idx.shape[0] - 1, -1, -1):
-        if np.any(val[p] != 0):
-            return int(idx[p, np.argmax(np.abs(val[p]))])
-    return None
+    used = np.flatnonzero((val != 0).any(axis=1))
+    if not len(used):
+        return None
+    p = used[-1]
+    return int(idx[p, np.argmax(np.abs(val[p]))])
 
 
 def _draw(rng: np.random.Generator, weights: np.ndarray) -> int:

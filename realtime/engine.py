@@ -228,8 +228,9 @@ class Engine:
         q_on = bar_q0 + notes.start / self.spq
         q_off = bar_q0 + notes.end / self.spq
         msg = self._note_msg
-        msgs = [msg(True, int(p), int(v)) for p, v in zip(notes.pitch, notes.velocity)]
-        msgs += [msg(False, int(p), 0) for p in notes.pitch]
+        pitches = notes.pitch.tolist()
+        msgs = [msg(True, p, v) for p, v in zip(pitches, notes.velocity.tolist())]
+        msgs += [msg(False, p, 0) for p in pitches]
         positions = np.concatenate([q_on, q_off])
         ties = np.repeat(np.array([TIE_OTHER, TIE_OFF], np.int8), len(notes))
         if self.send_clock:
