@@ -65,8 +65,13 @@ def vary_atoms(idx: np.ndarray, val: np.ndarray, rng: np.random.Generator, amoun
     idx = idx.copy()
     positions, k = idx.shape
     change = (rng.random((positions, k)) < amount) & (val != 0)
-    for p, j in zip(*np.nonzero(change)):
-        idx[p, j] = _draw(rng, usage[:, p % usage.shape[1]])
+    ps, js = np.nonzero(change)
+    if len(ps):
+        cdf = np.cumsum(usage + _FLOOR, axis=0)          # (n_atoms, positions): one pass for all draws
+        cols = ps % usage.shape[1]
+        u = rng.random(len(ps)) * cdf[-1, cols]
+        for i, (p, j, col) in enumerate(zip(ps.tolist(), js.tolist(), cols.tolist())):
+            idx[p, j] = min(int(np.searchsorted(cdf[:, col], u[i], side="right")), len(cdf) - 1)
     return idx, val.copy()
 
 

@@ -81,7 +81,7 @@ class Batch:
         if ties is None:
             ties = np.array([_order(m) for m in messages], np.int8)
         order = np.lexsort((ties, times))
-        return cls(times[order], positions[order], tuple(messages[i] for i in order))
+        return cls(times[order], positions[order], tuple([messages[i] for i in order.tolist()]))
 
     @classmethod
     def empty(cls) -> "Batch":
