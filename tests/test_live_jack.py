@@ -335,3 +335,34 @@ def test_cli_user_errors_are_one_line_and_exit_2(jack_server, args, says):
     proc = _spawn_live(*args)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 2 and err.count("\n") == 1 and says in err, err
+
+
+def test_the_shipped_drum_preset_plays_on_the_grid_and_stops_clean(jack_server):
+    """The real `sidl-live` on the shipped drums-gmd preset (ONNX): on the 16th grid, silent after SIGTERM."""
+    bpm = 240.0
+    step_s = 60 / bpm / 4
+    proc = subprocess.Popen([sys.executable, "-m", "sidl.realtime.live", "--preset", "drums-gmd",
+                             "--bpm", str(bpm), "--quantize"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stderr.readline()
+        assert "generate on drums-gmd" in line, line + proc.stderr.read()
+        rec = Recorder("sidl-out:sidl out", "sidl-test-rec")
+        try:
+            time.sleep(2.2)                                # two bars and a bit
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=5)
+            time.sleep(0.05)
+            got = rec.drain()
+        finally:
+            rec.close()
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    ons, balanced = notes_of(got)
+    assert len(ons) >= 8 and balanced
+    t = np.sort([t for t, _, _ in ons])
+    t = t[np.concatenate([[True], np.diff(t) > 0.002])]
+    ioi = np.diff(t)
+    err = ioi - np.round(ioi / step_s) * step_s
+    assert np.percentile(np.abs(err), 90) < GRID_TOL_S
