@@ -34,6 +34,7 @@ import numpy as np
 from .clock import PPQN, ClockFollower, InternalClock, Timeline, bar_quarters
 from .compose import BarModel, Composer
 from .controls import PANIC_CC, Controls, apply_cc
+from .midifile import SUSTAIN_CC
 from .notes import NoteArray
 from .scheduler import TIE_OFF, TIE_OTHER, TIE_REALTIME, Batch, Scheduler
 
@@ -52,7 +53,10 @@ class BarJob:
 
 
 class BarBuffer:
-    """Notes played into the input, stamped with song position in quarter notes."""
+    """Notes played into the input, stamped with song position in quarter notes.
+
+    The sustain pedal (CC 64) holds released notes until it lifts, as the piano codec expects.
+    """
 
     def __init__(self):
         self.start: list[float] = []
@@ -60,6 +64,8 @@ class BarBuffer:
         self.pitch: list[int] = []
         self.velocity: list[int] = []
         self._open: dict[int, int] = {}     # pitch -> index of its sounding note
+        self._held: list[int] = []          # released under the pedal: end when it lifts
+        self._pedal = False
 
     def note_on(self, q: float, pitch: int, velocity: int) -> None:
         self._open[pitch] = len(self.start)
@@ -71,7 +77,17 @@ class BarBuffer:
     def note_off(self, q: float, pitch: int) -> None:
         i = self._open.pop(pitch, None)
         if i is not None:
-            self.end[i] = q
+            if self._pedal:
+                self._held.append(i)
+            else:
+                self.end[i] = q
+
+    def pedal(self, q: float, down: bool) -> None:
+        if self._pedal and not down:
+            for i in self._held:
+                self.end[i] = q
+            self._held = []
+        self._pedal = down
 
     def take(self, q0: float, q1: float, origin_q: float, steps_per_quarter: int) -> NoteArray:
         """Notes starting in [q0, q1) in steps from ``origin_q``; they (and anything older) leave."""
@@ -85,6 +101,7 @@ class BarBuffer:
         self.start, self.end = [self.start[i] for i in keep], [self.end[i] for i in keep]
         self.pitch, self.velocity = [self.pitch[i] for i in keep], [self.velocity[i] for i in keep]
         self._open = {p: keep.index(i) for p, i in self._open.items() if i in keep}
+        self._held = [keep.index(i) for i in self._held if i in keep]
         return notes
 
     def clear(self) -> None:
@@ -148,6 +165,11 @@ class Engine:
         elif kind == 0xB0:
             if data[1] == PANIC_CC:
                 return PANIC
+            if data[1] == SUSTAIN_CC:
+                q = self.position(t)
+                if q is not None:
+                    self.buffer.pedal(q, data[2] >= 64)
+                return None
             new = apply_cc(self.controls, data[1], data[2])
             changed_mode = new.mode != self.controls.mode or new.follow != self.controls.follow
             self.controls = new

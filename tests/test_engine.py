@@ -309,3 +309,27 @@ def test_run_live_drops_a_bar_that_fails_and_keeps_going(drums):
     assert e.failed == 1 and "bar 1: RuntimeError: onnx says no" == e.last_error
     assert 0 in bar_of and 1 not in bar_of and 2 in bar_of
     assert "failed 1" in status_line(e, sched, time.perf_counter())
+
+
+def test_bar_buffer_sustain_pedal_holds_released_notes():
+    b = BarBuffer()
+    b.note_on(0.0, 60, 80)
+    b.pedal(0.5, True)
+    b.note_off(1.0, 60)                        # released under the pedal: still sounding
+    b.note_on(1.5, 64, 70)
+    b.note_off(2.0, 64)
+    b.pedal(3.0, False)                        # the pedal lifts: both end here
+    b.note_on(3.2, 67, 60)
+    b.note_off(3.4, 67)
+    notes = b.take(-0.125, 3.875, 0.0, 4)
+    assert notes.end.tolist() == pytest.approx([12.0, 12.0, 13.6])
+
+
+def test_engine_feeds_the_pedal_to_the_buffer(piano):
+    e = Engine(piano, Controls(mode="simplify"), channel=0, clock=InternalClock(120, start_s=0.0))
+    e.feed(0.0, [0x90, 60, 90])
+    assert e.feed(0.1, [0xB0, 64, 127]) is None
+    e.feed(0.5, [0x80, 60, 0])
+    e.feed(1.5, [0xB0, 64, 0])
+    job = e.due(2.0 - 0.0625 + 1e-6)[0]
+    assert job.played.end.tolist() == pytest.approx([12.0])   # 1.5 s = 3 quarters = 12 steps
