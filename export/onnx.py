@@ -91,6 +91,47 @@ class PursuitEncoder(nn.Module):
         return idx[0, :n], val[0, :n]                                # (k, P) each
 
 
+class KwtaEncoder(nn.Module):
+    """x (steps, channels) float32, k () int64 -> idx, val (k, positions): the TCN's own k winners.
+
+    The trained encoder as it is (TCN -> code conv -> k-WTA), for presets whose live budget has no
+    room for pursuit: a few convolutions instead of k_max unrolled pursuit steps. Weights are stored
+    as float16 when the atoms are (the torch reference computes with the same rounded values).
+    """
+
+    def __init__(self, model, codec: Codec, dtype: str = "float32"):
+        super().__init__()
+        cfg = model.cfg
+        self.k_max, self.nonneg, self.hop = cfg.k_max, cfg.nonneg, cfg.hop
+        self.channels, self.length = codec.channels, cfg.atom_length
+        store = torch.float16 if dtype != "float32" else torch.float32
+        self.dilations = [conv.dilation[0] for conv in model.tcn.layers]
+        self.paddings = [conv.padding[0] for conv in model.tcn.layers]
+        for i, conv in enumerate(model.tcn.layers):
+            self.register_buffer(f"w{i}", conv.weight.detach().to(store).clone())
+            self.register_buffer(f"b{i}", conv.bias.detach().to(store).clone())
+        self.register_buffer("wc", model.code.weight.detach().to(store).clone())
+        self.register_buffer("bc", model.code.bias.detach().to(store).clone())
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor):
+        import torch.nn.functional as F
+        h = x.t()[None]                                               # (1, C, T)
+        feats = h
+        for i, (d, pad) in enumerate(zip(self.dilations, self.paddings)):
+            y = F.relu(F.conv1d(feats, getattr(self, f"w{i}").float(), getattr(self, f"b{i}").float(),
+                                dilation=d, padding=pad))
+            feats = y + feats if y.shape == feats.shape else y
+        scores = F.conv1d(torch.cat([h, feats], 1), self.wc.float(), self.bc.float(), stride=self.hop)
+        if self.nonneg:
+            scores = F.relu(scores)
+        n = k.item()
+        torch._check(n >= 1)
+        torch._check(n <= self.k_max)
+        rank = scores if self.nonneg else scores.abs()
+        idx = rank[0].topk(n, dim=0).indices                          # (k, P)
+        return idx, scores[0].gather(0, idx)
+
+
 class SparseDecoder(nn.Module):
     """idx, val (k, positions) -> y (steps, channels): the sum of the winning atoms, read out."""
 
@@ -116,11 +157,21 @@ def check_exportable(model, codec: Codec) -> None:
         raise ValueError(f"model has {cfg.channels} channels, codec {codec.name} has {codec.channels}")
 
 
-def build_modules(model, codec: Codec, atom_dtype: str = "float32"):
-    """(PursuitEncoder, SparseDecoder) for a trained ``TCNkWTA``, sharing one stored dictionary."""
+ENCODERS = ("pursuit", "kwta")
+
+
+def build_modules(model, codec: Codec, atom_dtype: str = "float32", encoder: str = "pursuit"):
+    """(encoder, SparseDecoder) for a trained ``TCNkWTA``, sharing one stored dictionary.
+
+    ``encoder``: "pursuit" (winners refined by pursuit over the atoms: best reconstruction) or
+    "kwta" (the TCN's own k-WTA: a few convolutions, for tight live budgets).
+    """
     check_exportable(model, codec)
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
     store = AtomStore.of(model.atoms, atom_dtype)
-    enc = PursuitEncoder(store, codec, model.cfg.k_max).eval()
+    enc = (PursuitEncoder(store, codec, model.cfg.k_max) if encoder == "pursuit"
+           else KwtaEncoder(model, codec, atom_dtype)).eval()
     dec = SparseDecoder(store, codec, getattr(model, "feel_prior", None)).eval()
     return enc, dec
 
@@ -215,16 +266,16 @@ def _quiet_logs():
         log.setLevel(level)
 
 
-def export_onnx(model, codec: Codec, out_dir, atom_dtype: str = "float32"):
+def export_onnx(model, codec: Codec, out_dir, atom_dtype: str = "float32", encoder: str = "pursuit"):
     """Write encoder.onnx and decoder.onnx into ``out_dir``; returns the torch reference modules."""
     out_dir = Path(out_dir)
-    enc, dec = build_modules(model, codec, atom_dtype)
+    enc, dec = build_modules(model, codec, atom_dtype, encoder)
     export_encoder(enc, out_dir / "encoder.onnx")
     export_decoder(dec, out_dir / "decoder.onnx")
     return enc, dec
 
 
-def check_parity(enc: PursuitEncoder, dec: SparseDecoder, folder, windows) -> dict:
+def check_parity(enc, dec: SparseDecoder, folder, windows) -> dict:
     """onnxruntime vs the torch reference on real windows, every k: the numbers a preset records."""
     import numpy as np
     import onnxruntime as ort

@@ -30,7 +30,7 @@ from sidl.realtime.preset import ARCHIVE_SUFFIX, PRESET_FILES, SCHEMA_VERSION, c
 from sidl.training.checkpoint import load_model, sidl_version
 
 from . import atoms as atom_media
-from .onnx import ATOM_DTYPES, check_parity, export_onnx, stored_bytes
+from .onnx import ATOM_DTYPES, build_modules, check_parity, export_onnx, stored_bytes
 from .prior import meter_prior, prior_arrays, sample_windows
 
 # Size targets of shipped presets (bytes on disk) and what the graphs, prior, atoms.mid/png and
@@ -76,7 +76,7 @@ def sha256_of(path) -> str:
 
 def export_preset(run_dir, name: str, out_dir, description: str = "", archive: bool = False,
                   k_live: int | None = None, atom_dtype: str = "auto", pieces=None,
-                  max_positions: int | None = None, log=None) -> Path:
+                  max_positions: int | None = None, log=None, encoder: str = "pursuit") -> Path:
     """Write preset ``out_dir/NAME`` (and ``NAME.sidl`` with ``archive``) from the run in ``run_dir``.
 
     ``pieces`` overrides the corpus the prior is counted on (default: the run's training split).
@@ -102,12 +102,16 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
     tmp.mkdir()
     try:
         t0 = time.perf_counter()
-        enc, dec = export_onnx(model, codec, tmp, atom_dtype)
-        say(f"encoder.onnx, decoder.onnx ({atom_dtype} atoms) in {time.perf_counter() - t0:.1f} s")
+        enc, dec = export_onnx(model, codec, tmp, atom_dtype, encoder)
+        say(f"encoder.onnx ({encoder}), decoder.onnx ({atom_dtype} atoms) in {time.perf_counter() - t0:.1f} s")
         t0 = time.perf_counter()
         if pieces is None:
             pieces = load_corpus(info.get("corpus", {}), codec)
-        prior = meter_prior(enc, codec, pieces, cfg.k_max, max_positions)
+        # Counted on one-atom codes: the atom that alone best plays each beat. At k_max the later
+        # slots are corrections, and the stitcher would draw them as if they were patterns.
+        # Always counted with pursuit (best single-atom fit), whichever encoder the preset plays live.
+        prior_enc = enc if encoder == "pursuit" else build_modules(model, codec, atom_dtype)[0]
+        prior = meter_prior(prior_enc, codec, pieces, 1, max_positions)
         np.savez_compressed(tmp / "prior.npz", **prior_arrays(prior))
         say(f"prior.npz from {prior.positions} code positions of {prior.pieces} pieces "
             f"in {time.perf_counter() - t0:.1f} s")
@@ -125,6 +129,7 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
         atom_media.write_atoms_png(tmp / "atoms.png", codec, decoded, order)
         manifest = build_manifest(name, description, codec, cfg, k_live, atom_dtype, info, prior,
                                   read_metrics(run_dir), tmp)
+        manifest["encoder"] = encoder
         manifest["export_check"] = {"onnxruntime_vs_torch": parity}
         (tmp / "preset.json").write_text(json.dumps(manifest, indent=2) + "\n")
         size = sum(f.stat().st_size for f in tmp.iterdir())

@@ -1,6 +1,6 @@
 """The meter prior of a preset: which atoms the corpus uses where in the bar, and what follows what.
 
-The exported pursuit encoder is run over (a seeded subset of) the training corpus with k = k_max;
+The exported pursuit encoder is run over (a seeded subset of) the training corpus with k = 1;
 from the codes it gives
 
     usage       (n_atoms, positions_per_bar)  how often atom a sounds at code position p of a bar

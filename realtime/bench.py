@@ -29,7 +29,7 @@ import numpy as np
 
 from .clock import PPQN, InternalClock
 from .compose import default_mode
-from .controls import MAX_DENSITY, Controls
+from .controls import Controls
 from .engine import BarJob, Engine, run_live
 from .notes import NoteArray
 from .ports import PortError, jack_running, open_input, open_output, transport_latency_s
@@ -66,8 +66,7 @@ def compute_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
     out = {}
     modes = ["generate", "generate --follow", "simplify", "echo"]
     for mode in modes:
-        density = float(min(model.k, MAX_DENSITY))    # sidl-live's default
-        eng = Engine(model, Controls(mode=mode.split()[0], follow="follow" in mode, density=density),
+        eng = Engine(model, Controls(mode=mode.split()[0], follow="follow" in mode),   # sidl-live's defaults
                      channel=9, clock=clock)
         played = [random_bar(rng, model.codec) for _ in range(16)]
         times = []

@@ -66,11 +66,15 @@ def export(
     atoms: str = typer.Option("auto", "--atoms", help="atom storage: auto (fit the size budget), float32, float16, int8"),
     prior_positions: Optional[int] = typer.Option(None, "--prior-positions",
                                                   help="code positions the meter prior is counted on"),
+    encoder: str = typer.Option("pursuit", "--encoder",
+                                help="pursuit (best reconstruction) or kwta (the TCN alone: fastest live)"),
 ):
     from .preset import check_name, user_preset_dir
     check_name(name)
     if atoms not in ATOM_STORAGE:
         raise ValueError(f"--atoms must be one of {', '.join(ATOM_STORAGE)}, got {atoms!r}")
+    if encoder not in ("pursuit", "kwta"):
+        raise ValueError(f"--encoder must be pursuit or kwta, got {encoder!r}")
     if not (Path(run_dir) / "run.json").is_file():
         raise ValueError(f"{run_dir}: not a training run (no run.json)")
     try:
@@ -79,7 +83,7 @@ def export(
         raise ValueError(f"export needs the training extras (pip install -e '.[train]'): {e}") from None
     folder = export_preset(run_dir, name, out or user_preset_dir(), description, archive=archive,
                            k_live=k_live, atom_dtype=atoms, max_positions=prior_positions,
-                           log=lambda msg: typer.echo(f"  {msg}", err=True))
+                           log=lambda msg: typer.echo(f"  {msg}", err=True), encoder=encoder)
     size = sum(f.stat().st_size for f in folder.iterdir())
     typer.echo(f"{folder} ({size / 1000:.1f} kB)")
     if archive:

@@ -16,7 +16,7 @@ import typer
 
 from .clock import InternalClock
 from .compose import default_mode
-from .controls import MAX_DENSITY, MODES, Controls, cc_help
+from .controls import MODES, Controls, cc_help
 from .drums import DRUM_CHANNEL
 from .engine import Engine, run_live
 from .ports import PortError, list_ports, open_input, open_output
@@ -79,8 +79,8 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
         follow: bool = typer.Option(
             False, "--follow", help="generate: answer what is played with a variation of it"),
         keep: int = typer.Option(8, help="simplify / follow: atoms kept per bar"),
-        density: Optional[float] = typer.Option(
-            None, help="generate: atoms per beat; default: the preset's k (as its real bars use)"),
+        density: float = typer.Option(
+            1.0, help="generate: atoms per beat (1: one whole-beat atom, as the meter prior counts them)"),
         variation: float = typer.Option(0.2, help="generate: 0..1"),
         seed: int = typer.Option(0),
         fill_every: int = typer.Option(0, help="generate: a fill every N bars (0: none)"),
@@ -105,8 +105,6 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
             InternalClock(bpm, *meter_)          # validates the tempo before anything loads
             model = load(preset)
             codec = model.codec
-            if density is None:
-                density = float(min(model.k, MAX_DENSITY))
             controls = Controls(mode=mode or default_mode(codec), follow=follow, keep=keep, density=density,
                                 variation=variation, seed=seed, fill_every=fill_every, quantize=quantize)
         except ValueError as e:
