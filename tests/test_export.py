@@ -213,10 +213,10 @@ def test_export_is_atomic(tmp_path, monkeypatch):
     shutil.copytree(good, out / "test-drums")
     before = {f: (out / "test-drums" / f).read_bytes() for f in os.listdir(out / "test-drums")}
 
-    def fast_onnx(model, codec, folder, dtype):          # reuse the session's graphs: export is slow
+    def fast_onnx(model, codec, folder, dtype, encoder="pursuit"):   # reuse the session's graphs
         for f in ("encoder.onnx", "decoder.onnx"):
             shutil.copyfile(good / f, Path(folder) / f)
-        return sidl_onnx.build_modules(model, codec, dtype)
+        return sidl_onnx.build_modules(model, codec, dtype, encoder)
 
     seen = {}
 

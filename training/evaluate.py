@@ -21,7 +21,7 @@ GRID_TOLERANCE_STEPS = 0.4   # 50 ms at 120 BPM in 16ths: grid onsets must fall 
 
 @torch.no_grad()
 def encode_decode(model, codec: Codec, x: np.ndarray, k: int, encoder: str = "pursuit",
-                  chunk: int = 2048) -> np.ndarray:
+                  chunk_elements: float = 1e8) -> np.ndarray:
     """(steps, channels) -> reconstruction read out in codec space, through k atoms per position."""
     A, C, L = model.atoms.shape
     T = len(x)
@@ -33,8 +33,9 @@ def encode_decode(model, codec: Codec, x: np.ndarray, k: int, encoder: str = "pu
         return read_out(y, roles, model.feel_prior)[0].T[:T].numpy()
     classify = torch.zeros(C, dtype=torch.bool)
     classify[list(roles.classify)] = True
-    outs, used = [], []
-    step = chunk * L
+    outs = []
+    # pursuit holds (positions, atoms, classified values) temporaries: bound them (~400 MB)
+    step = max(1, int(chunk_elements // (A * int(classify.sum()) * L))) * L
     for s in range(0, xt.shape[-1], step):
         idx, val = pursuit(xt[..., s:s + step], model.atoms, torch.tensor(k), k, classify, roles.argmax,
                            clipped_fit=roles.clipped_fit)
