@@ -61,6 +61,9 @@ def random_bar(rng: np.random.Generator, codec, n_notes: int = 24) -> NoteArray:
 
 def compute_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
     """Seconds per ``render`` for each mode, on the worker's code path (no ports)."""
+    import gc
+    gc.collect()
+    gc.freeze()                                   # as sidl-live does once it has started
     rng = np.random.default_rng(0)
     clock = InternalClock(120.0)
     out = {}

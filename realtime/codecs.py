@@ -31,6 +31,15 @@ def encode_notes(codec: Codec, notes_in_beats: NoteArray, n_steps: int) -> np.nd
     raise ValueError(f"{codec.name} is not a grid codec")
 
 
+def decode_steps(codec: Codec, x: np.ndarray, quantize: bool = False) -> NoteArray:
+    """(steps, channels) array of a grid codec -> notes timed in grid steps (the live path's unit)."""
+    if codec.name == "drums":
+        return drums.decode_drums(x, quantize=quantize, ordered=False)
+    if codec.name == "piano-grid":
+        return pianogrid.decode_piano_grid(x)
+    raise ValueError(f"{codec.name} is not a grid codec")
+
+
 def decode_notes(codec: Codec, x: np.ndarray, quantize: bool = False) -> NoteArray:
     """(steps, channels) array of a grid codec -> notes timed in beats."""
     if codec.name == "drums":

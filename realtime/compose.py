@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .codecs import decode_notes, encode_notes
+from .codecs import decode_steps, encode_notes
 from .controls import Controls
 from .edit import keep_top_atoms, last_atom, n_active, stitch_bar, swap_atoms, vary_atoms
 from .grid import Codec
@@ -80,7 +80,7 @@ class Composer:
         if c.seed != self._seed:
             self._rng, self._seed, self._groove = np.random.default_rng(c.seed), c.seed, None
         x_in = None
-        if len(played):
+        if len(played) and (c.mode != "generate" or c.follow):   # plain generate never reads it
             x_in = encode_notes(self.codec, played.scaled(1.0 / self.codec.steps_per_beat), self.steps)
         if c.mode == "generate":
             idx, val = self._answer(x_in, c) if (c.follow and x_in is not None) else self._generate(bar, c)
@@ -96,8 +96,7 @@ class Composer:
         y = self.model.decode_bar(idx, val)
         if c.mode == "simplify":
             y = keep_velocities(y, x_in, self.codec.n_voices)
-        notes = decode_notes(self.codec, y, quantize=c.quantize)
-        return notes.scaled(self.codec.steps_per_beat)
+        return decode_steps(self.codec, y, quantize=c.quantize)
 
     def _generate(self, bar: int, c: Controls):
         m, rng, usage = self.model, self._rng, self.usage

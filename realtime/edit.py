@@ -70,8 +70,8 @@ def vary_atoms(idx: np.ndarray, val: np.ndarray, rng: np.random.Generator, amoun
         cdf = np.cumsum(usage + _FLOOR, axis=0)          # (n_atoms, positions): one pass for all draws
         cols = ps % usage.shape[1]
         u = rng.random(len(ps)) * cdf[-1, cols]
-        for i, (p, j, col) in enumerate(zip(ps.tolist(), js.tolist(), cols.tolist())):
-            idx[p, j] = min(int(np.searchsorted(cdf[:, col], u[i], side="right")), len(cdf) - 1)
+        # searchsorted(side="right") for every draw at once: the count of cdf values <= u
+        idx[ps, js] = np.minimum((cdf[:, cols] <= u).sum(axis=0), len(cdf) - 1)
     return idx, val.copy()
 
 

@@ -156,15 +156,19 @@ def read_out(y: torch.Tensor, roles: ChannelRoles, prior: torch.Tensor | None = 
 
     Where atoms barely sound at a hit channel, feel falls back to ``prior`` (C,), the channel's
     mean feel, so a near-miss still carries a sensible velocity. The codec ignores feel where no
-    hit passes 0.5, so filling it everywhere changes no note.
+    hit passes 0.5, so filling it everywhere changes no note. Written over all channels at once
+    (each channel's hit channel is itself unless it is a feel channel): a handful of graph ops.
     """
     if not roles.feel:
         return y
-    out = y.clone()
-    for feel, hits, lo, hi in roles.feel:
-        f, h = list(feel), list(hits)
-        strength = y[:, h]
-        ratio = (y[:, f] / strength.clamp_min(WEAK_HIT)).clamp(lo, hi)
-        fallback = torch.zeros_like(ratio) if prior is None else prior[f][None, :, None].expand_as(ratio)
-        out[:, f] = torch.where(strength > WEAK_HIT, ratio, fallback)
-    return out
+    C = y.shape[1]
+    hit_of, lo, hi, is_feel = list(range(C)), [0.0] * C, [0.0] * C, [False] * C
+    for feel, hits, low, high in roles.feel:
+        for f, h in zip(feel, hits):
+            hit_of[f], lo[f], hi[f], is_feel[f] = h, low, high, True
+    col = lambda v, dtype=y.dtype: torch.tensor(v, dtype=dtype, device=y.device)[None, :, None]
+    strength = y[:, hit_of]                                            # (B, C, T)
+    ratio = torch.minimum(torch.maximum(y / strength.clamp_min(WEAK_HIT), col(lo)), col(hi))
+    fallback = torch.zeros_like(y) if prior is None else prior[None, :, None].expand_as(y)
+    feel = torch.where(strength > WEAK_HIT, ratio, fallback)
+    return torch.where(col(is_feel, torch.bool), feel, y)
