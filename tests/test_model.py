@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from sidl.training.model import ModelConfig, TCNkWTA, kwta
+from sidl.training.model import ModelConfig, TCNkWTA, kwta, lifetime_wta
 from sidl.training.train import TrainArgs, k_for_step
 
 torch.set_num_threads(1)
@@ -59,3 +59,15 @@ def test_k_schedule_decays_then_holds_and_random_draws_stay_in_range():
     mixed = TrainArgs(k_max=4, k_start=4, k_end=4, k_random=True)
     draws = {k_for_step(0.7, rng, mixed) for _ in range(200)}
     assert draws == {1, 2, 3, 4}
+
+
+def test_lifetime_sparsity_caps_each_atoms_wins_per_batch_in_training_only():
+    z = kwta(torch.randn(4, 30, 8), 3)
+    kept = lifetime_wta(z, 0.05)                                   # ceil(0.05 * 32) = 2 per atom
+    assert ((kept != 0).sum((0, 2)) <= 2).all() and (kept != 0).sum() > 0
+    m = TCNkWTA(ModelConfig(27, n_atoms=30, tcn_channels=(8,), lifetime=0.05))
+    x = torch.randn(4, 27, 32)
+    m.train()
+    assert ((m.encode(x, 3) != 0).sum((0, 2)) <= 2).all()
+    m.eval()                                                       # inference: plain k-WTA
+    assert ((m.encode(x, 3) != 0).sum(1) == 3).all()

@@ -9,6 +9,7 @@ triples; atoms are kept at unit norm as in dictionary learning, so amplitudes ca
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -26,12 +27,16 @@ class ModelConfig:
     kernel_size: int = 3
     k_max: int = 4                    # most winners per code position the dictionary is trained for
     nonneg: bool = False              # ReLU before k-WTA: atoms only add, never cancel
+    lifetime: float = 0.0             # > 0: in training, each atom keeps only its top fraction of
+                                      # activations over the batch (Makhzani & Frey's lifetime sparsity)
 
     def __post_init__(self):
         if self.atom_length % self.hop:
             raise ValueError("atom_length must be a multiple of hop")
         if not 1 <= self.k_max <= self.n_atoms:
             raise ValueError("k_max must be in 1..n_atoms")
+        if not 0.0 <= self.lifetime < 1.0:
+            raise ValueError("lifetime must be in [0, 1)")
 
     @classmethod
     def from_layers(cls, layers, **kw) -> "ModelConfig":
@@ -64,6 +69,20 @@ def kwta(scores: torch.Tensor, k: int, nonneg: bool = False) -> torch.Tensor:
     idx = rank.topk(k, dim=1).indices                       # (B, k, P)
     mask = torch.zeros_like(scores).scatter_(1, idx, 1.0)
     return scores * mask
+
+
+def lifetime_wta(z: torch.Tensor, rate: float) -> torch.Tensor:
+    """Keep, for each atom (dim 1), only its ceil(rate * B * P) largest activations over the batch.
+
+    z: (B, A, P) codes after k-WTA. Spreads the work across atoms: no atom may win everywhere, so
+    rarely used atoms get winners (and gradients) of their own.
+    """
+    B, A, P = z.shape
+    n = max(1, math.ceil(rate * B * P))
+    flat = z.permute(1, 0, 2).reshape(A, B * P).abs()               # (A, B*P)
+    threshold = flat.topk(n, dim=1).values[:, -1]                    # (A,) each atom's n-th largest
+    keep = z.abs() >= threshold[None, :, None]
+    return z * keep
 
 
 class TCN(nn.Module):
@@ -131,7 +150,10 @@ class TCNkWTA(nn.Module):
         return self.code(torch.cat([x, self.tcn(x)], dim=1))
 
     def encode(self, x, k: int):
-        return kwta(self.scores(x), k, self.cfg.nonneg)
+        z = kwta(self.scores(x), k, self.cfg.nonneg)
+        if self.training and self.cfg.lifetime > 0:
+            z = lifetime_wta(z, self.cfg.lifetime)
+        return z
 
     def decode(self, z):                                    # (B, A, P) -> (B, C, P*hop + L - hop)
         return self.decoder(z)

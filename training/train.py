@@ -48,6 +48,7 @@ class TrainArgs:
     k_end: int = 4                    # over the first half of training
     k_random: bool = True             # draw k in 1..k(t) per batch (one dictionary for every k)
     nonneg: bool = False
+    lifetime: float = 0.0             # lifetime sparsity rate in training (0: off)
     minutes: float = 5.0              # wall budget for the whole command (load, train, refit, evaluate)
     epochs: int = 0                   # > 0: stop after this many epochs instead (deterministic)
     batch: int = 64
@@ -226,7 +227,8 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
     corpus_info["split"] = "train"
 
     torch.manual_seed(a.seed)
-    cfg = ModelConfig(codec.channels, a.n_atoms, a.atom_length, a.hop, tuple(a.tcn), 3, a.k_max, a.nonneg)
+    cfg = ModelConfig(codec.channels, a.n_atoms, a.atom_length, a.hop, tuple(a.tcn), 3, a.k_max, a.nonneg,
+                      a.lifetime)
     model = TCNkWTA(cfg)
     windows = beat_windows(model_input(data[:4096], codec), a.atom_length)
     init_gen = torch.Generator().manual_seed(a.seed + 1)                # identical on every rank
