@@ -149,6 +149,22 @@ def install(path: Path = typer.Argument(..., help="preset folder or NAME.sidl ar
     typer.echo(f"installed {install_preset(path)}")
 
 
+@presets.command("eval", help="Measure a preset through its own ONNX graphs on its corpus's test split.")
+def eval_preset(name: str = typer.Argument(..., help="preset name or folder"),
+                pieces: int = typer.Option(0, help="evaluate on the first N test pieces only (0: all)")):
+    from sidl.training.preset_eval import evaluate_preset, test_pieces   # numpy + onnxruntime only
+    from .preset import load_preset
+    p = load_preset(name)
+    rows = evaluate_preset(p, test_pieces(p, pieces), range(1, p.k_max + 1))
+    drums = p.codec.name == "drums"
+    typer.echo(f"{p.name}: {'hit' if drums else 'onset'} F1 through onnxruntime, "
+               f"{p.manifest.get('encoder', 'pursuit')} encoder")
+    typer.echo("k   F1      precision  recall" + ("   velocity MAE  offset MAE" if drums else ""))
+    for k, r in rows.items():
+        extra = f"   {r['velocity_mae']:<13.1f} {r['offset_mae']:.3f}" if drums else ""
+        typer.echo(f"{k:<3} {r['f1']:.4f}  {r['precision']:.4f}     {r['recall']:.4f}{extra}")
+
+
 @presets.command("export-atoms", help="Write a preset's atoms to DIR: atoms.mid, atoms.png and one clip per atom.")
 def export_atoms(name: str = typer.Argument(..., help="preset name or folder"),
                  out: Path = typer.Argument(..., help="folder to write into")):

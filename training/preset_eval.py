@@ -1,0 +1,48 @@
+"""Measure a preset as it plays: its own ONNX encoder and decoder through onnxruntime, on the test
+split of the corpus it was trained on. Numpy and onnxruntime only (no torch), so anyone holding a
+preset and the corpus can check its manifest's numbers, atom storage rounding included.
+
+    sidl presets eval drums-gmd
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from sidl.realtime.grid import PIANO_GRID
+
+from .evaluate import GRID_TOLERANCE_STEPS
+from .metrics import Counts
+
+
+def test_pieces(preset, limit: int = 0):
+    """The held-out pieces of the corpus named in the preset's manifest."""
+    name = preset.manifest.get("corpus", {}).get("name")
+    if name == "groove":
+        from .groove import groove_corpus
+        pieces = groove_corpus("test")
+    elif name == "pop909":
+        from .pop909 import pop909_corpus
+        pieces = pop909_corpus("test", PIANO_GRID)
+    else:
+        raise ValueError(f"{preset.name}: corpus {name!r} has no known test split to evaluate on")
+    return pieces[:limit] if limit else pieces
+
+
+def evaluate_preset(preset, pieces, ks) -> dict:
+    """{k: report} for each k, through ``preset.encode_bar`` / ``decode_bar`` on whole pieces."""
+    from sidl.realtime.pianogrid import decode_piano_grid
+    drums = preset.codec.name == "drums"
+    out = {}
+    for k in ks:
+        c = Counts()
+        for p in pieces:
+            x = p.x[: len(p.x) // preset.stride * preset.stride]
+            if not len(x):
+                continue
+            y = preset.decode_bar(*preset.encode_bar(np.ascontiguousarray(x, np.float32), k))
+            if drums:
+                c.add_drums(x, y)
+            else:
+                c.add_notes(decode_piano_grid(x), decode_piano_grid(y), GRID_TOLERANCE_STEPS)
+        out[k] = c.report(feel=drums)
+    return out
