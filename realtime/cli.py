@@ -152,10 +152,10 @@ def install(path: Path = typer.Argument(..., help="preset folder or NAME.sidl ar
 @presets.command("eval", help="Measure a preset through its own ONNX graphs on its corpus's test split.")
 def eval_preset(name: str = typer.Argument(..., help="preset name or folder"),
                 pieces: int = typer.Option(0, help="evaluate on the first N test pieces only (0: all)")):
-    from sidl.training.preset_eval import evaluate_preset, test_pieces   # numpy + onnxruntime only
+    from sidl.training.preset_eval import evaluate_preset, held_out_pieces   # numpy + onnxruntime only
     from .preset import load_preset
     p = load_preset(name)
-    rows = evaluate_preset(p, test_pieces(p, pieces), range(1, p.k_max + 1))
+    rows = evaluate_preset(p, held_out_pieces(p, pieces), range(1, p.k_max + 1))
     drums = p.codec.name == "drums"
     typer.echo(f"{p.name}: {'hit' if drums else 'onset'} F1 through onnxruntime, "
                f"{p.manifest.get('encoder', 'pursuit')} encoder")

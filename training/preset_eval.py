@@ -14,7 +14,7 @@ from .evaluate import GRID_TOLERANCE_STEPS
 from .metrics import Counts
 
 
-def test_pieces(preset, limit: int = 0):
+def held_out_pieces(preset, limit: int = 0):
     """The held-out pieces of the corpus named in the preset's manifest."""
     name = preset.manifest.get("corpus", {}).get("name")
     if name == "groove":
