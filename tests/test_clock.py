@@ -1,5 +1,4 @@
 """Clock and follower on synthetic timestamps: hundreds of bars in milliseconds, no sleeping."""
-import math
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ import io
 import threading
 import time
 
-import mido
 import numpy as np
 import pytest
 

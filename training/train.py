@@ -10,12 +10,11 @@ windows, broadcast, so the ranks stay identical.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from . import checkpoint as ckpt
 from .corpus import Piece, folder_corpus, sections
 from .evaluate import evaluate
 from .model import ModelConfig, TCNkWTA
-from .pursuit import channel_roles, pursuit, read_out, to_patches
+from .pursuit import channel_roles, pursuit, to_patches
 
 CODECS = {"drums": DRUMS, "piano-grid": PIANO_GRID, "piano-events": PIANO_EVENTS}
 
@@ -112,11 +111,10 @@ def model_input(batch: torch.Tensor, codec: Codec) -> torch.Tensor:
 
 
 def beat_windows(data: torch.Tensor, length: int) -> torch.Tensor:
-    """(N, C, T) sections -> (M, C, L) non-silent atom-long windows, to seed and resample atoms."""
+    """(N, C, T) sections -> (M, C, L) non-silent atom-long windows, to seed the atoms."""
     w = to_patches(data, length)
     w = w[w.abs().sum(1) > 0]
-    N, C = data.shape[0], data.shape[1]
-    return w.reshape(-1, C, length)
+    return w.reshape(-1, data.shape[1], length)
 
 
 @torch.no_grad()
