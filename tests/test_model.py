@@ -71,3 +71,11 @@ def test_lifetime_sparsity_caps_each_atoms_wins_per_batch_in_training_only():
     assert ((m.encode(x, 3) != 0).sum((0, 2)) <= 2).all()
     m.eval()                                                       # inference: plain k-WTA
     assert ((m.encode(x, 3) != 0).sum(1) == 3).all()
+
+
+def test_k1_share_sets_how_often_one_atom_per_beat_is_trained():
+    rng = np.random.default_rng(1)
+    a = TrainArgs(k_max=4, k_start=4, k_end=4, k_random=True, k1_share=0.4)
+    draws = np.array([k_for_step(0.5, rng, a) for _ in range(4000)])
+    assert abs((draws == 1).mean() - 0.4) < 0.03
+    assert set(np.unique(draws)) == {1, 2, 3, 4}

@@ -21,6 +21,7 @@ def train(
     k_start: Optional[int] = typer.Option(None, help="k schedule start (default k-max)"),
     k_end: Optional[int] = typer.Option(None, help="k schedule end (default k-max)"),
     k_random: bool = typer.Option(True, help="draw k in 1..k(t) per batch"),
+    k1_share: float = typer.Option(0.0, help="probability of k = 1 in the per-batch draws (0: uniform)"),
     nonneg: bool = typer.Option(False, help="non-negative codes"),
     lifetime: float = typer.Option(0.0, help="lifetime sparsity: each atom keeps its top fraction of "
                                              "activations per batch in training (0: off)"),
@@ -48,7 +49,7 @@ def train(
         tcn_widths = tuple(int(v) for v in tcn.split(",") if v.strip())
     args = TrainArgs(corpus=corpus, codec=codec, out=out, n_atoms=atoms, atom_length=atom_length, hop=hop,
                      tcn=tcn_widths, k_max=k_max, k_start=k_start or k_max, k_end=k_end or k_max,
-                     k_random=k_random, nonneg=nonneg, lifetime=lifetime, minutes=minutes, epochs=epochs, batch=batch, lr=lr,
+                     k_random=k_random, k1_share=k1_share, nonneg=nonneg, lifetime=lifetime, minutes=minutes, epochs=epochs, batch=batch, lr=lr,
                      seed=seed, threads=threads, max_sections=max_sections, eval_pieces=eval_pieces,
                      resume=resume)
     try:

@@ -46,6 +46,8 @@ class TrainArgs:
     k_start: int = 4                  # k schedule: the most winners drawn decays k_start -> k_end
     k_end: int = 4                    # over the first half of training
     k_random: bool = True             # draw k in 1..k(t) per batch (one dictionary for every k)
+    k1_share: float = 0.0             # > 0: probability of k = 1 in those draws (the rest uniform);
+                                      # 0: uniform. One atom per beat is the hardest case to serve.
     nonneg: bool = False
     lifetime: float = 0.0             # lifetime sparsity rate in training (0: off)
     minutes: float = 5.0              # wall budget for the whole command (load, train, refit, evaluate)
@@ -83,7 +85,11 @@ def k_for_step(progress: float, rng: np.random.Generator, a: TrainArgs) -> int:
     """Winners per code position this step: k(t) decays linearly over the first half of training."""
     hi = a.k_start + (a.k_end - a.k_start) * min(1.0, progress / 0.5)
     hi = max(1, min(a.k_max, int(round(hi))))
-    return int(rng.integers(1, hi + 1)) if a.k_random else hi
+    if not a.k_random:
+        return hi
+    if a.k1_share > 0 and hi > 1:
+        return 1 if rng.random() < a.k1_share else int(rng.integers(2, hi + 1))
+    return int(rng.integers(1, hi + 1))
 
 
 def reconstruction_loss(y: torch.Tensor, x: torch.Tensor, codec: Codec) -> torch.Tensor:
