@@ -115,8 +115,11 @@ def show(name: str = typer.Argument(..., help="preset name or folder")):
     folder = resolve(name)
     m = read_manifest(folder, name)
     try:
+        import time
+        t0 = time.perf_counter()
         load_preset(folder)
-        status = "ok (files match their sha256, graphs load and run)"
+        load_ms = (time.perf_counter() - t0) * 1e3
+        status = f"ok (files match their sha256, graphs load and run; loaded in {load_ms:.0f} ms)"
     except PresetError as e:
         status = f"BROKEN: {e}"
     corpus = m.get("corpus", {})
