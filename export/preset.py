@@ -28,6 +28,7 @@ import torch
 from sidl.realtime.grid import Codec
 from sidl.realtime.preset import ARCHIVE_SUFFIX, PRESET_FILES, SCHEMA_VERSION, check_name, describe_codec
 from sidl.training.checkpoint import load_model, sidl_version
+from sidl.training.corpus import load_corpus
 
 from . import atoms as atom_media
 from .onnx import ATOM_DTYPES, build_modules, check_parity, export_onnx, stored_bytes
@@ -38,23 +39,6 @@ from .prior import meter_prior, prior_arrays, sample_windows
 SIZE_BUDGET = {"drums": 300_000, "piano-grid": 1_000_000}
 OVERHEAD_BYTES = {"drums": 150_000, "piano-grid": 230_000}
 PARITY_POSITIONS = 256       # code positions of real windows the export checks onnx against torch on
-
-
-def load_corpus(corpus: dict, codec: Codec):
-    """The training pieces a run names in run.json ``corpus`` (GMD or POP909, or a folder ``path``)."""
-    name = str(corpus.get("name", "")).lower()
-    split = corpus.get("split") or None
-    if "groove" in name or "gmd" in name:
-        from sidl.training.groove import groove_corpus
-        return groove_corpus(split, codec=codec)
-    if "pop909" in name:
-        from sidl.training.pop909 import pop909_corpus
-        return pop909_corpus(split, codec=codec)
-    if corpus.get("path"):
-        from sidl.training.corpus import folder_corpus
-        return folder_corpus(corpus["path"], codec)
-    raise ValueError(f"no corpus loader for {corpus.get('name')!r} (known: groove/gmd, pop909, "
-                     "or a folder 'path' in run.json)")
 
 
 def choose_atom_dtype(n_atoms: int, atom_length: int, codec: Codec) -> str:
@@ -106,7 +90,7 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
         say(f"encoder.onnx ({encoder}), decoder.onnx ({atom_dtype} atoms) in {time.perf_counter() - t0:.1f} s")
         t0 = time.perf_counter()
         if pieces is None:
-            pieces = load_corpus(info.get("corpus", {}), codec)
+            pieces, _ = load_corpus(info.get("corpus", {}).get("name", ""), codec, "train")
         # Counted on one-atom codes: the atom that alone best plays each beat. At k_max the later
         # slots are corrections, and the stitcher would draw them as if they were patterns.
         # Always counted with pursuit (best single-atom fit), whichever encoder the preset plays live.

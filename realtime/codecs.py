@@ -21,18 +21,17 @@ def bars_to_steps(codec: Codec, length_beats: float) -> int:
     return n_bars * codec.steps_per_bar
 
 
-def encode_notes(codec: Codec, notes_in_beats: NoteArray, n_steps: int) -> np.ndarray:
-    """Notes timed in beats -> (n_steps, codec.channels) float32 for a grid codec."""
-    steps = notes_in_beats.scaled(codec.steps_per_beat)
+def encode_steps(codec: Codec, notes_in_steps: NoteArray, n_steps: int) -> np.ndarray:
+    """Notes timed in grid steps (the live path's unit) -> (n_steps, codec.channels) float32."""
     if codec.name == "drums":
-        return drums.encode_drums(steps, n_steps)
+        return drums.encode_drums(notes_in_steps, n_steps)
     if codec.name == "piano-grid":
-        return pianogrid.encode_piano_grid(steps, n_steps)
+        return pianogrid.encode_piano_grid(notes_in_steps, n_steps)
     raise ValueError(f"{codec.name} is not a grid codec")
 
 
 def decode_steps(codec: Codec, x: np.ndarray, quantize: bool = False) -> NoteArray:
-    """(steps, channels) array of a grid codec -> notes timed in grid steps (the live path's unit)."""
+    """(steps, channels) array of a grid codec -> notes timed in grid steps, in no particular order."""
     if codec.name == "drums":
         return drums.decode_drums(x, quantize=quantize, ordered=False)
     if codec.name == "piano-grid":
@@ -40,12 +39,11 @@ def decode_steps(codec: Codec, x: np.ndarray, quantize: bool = False) -> NoteArr
     raise ValueError(f"{codec.name} is not a grid codec")
 
 
+def encode_notes(codec: Codec, notes_in_beats: NoteArray, n_steps: int) -> np.ndarray:
+    """Notes timed in beats -> (n_steps, codec.channels) float32 for a grid codec."""
+    return encode_steps(codec, notes_in_beats.scaled(codec.steps_per_beat), n_steps)
+
+
 def decode_notes(codec: Codec, x: np.ndarray, quantize: bool = False) -> NoteArray:
-    """(steps, channels) array of a grid codec -> notes timed in beats."""
-    if codec.name == "drums":
-        steps = drums.decode_drums(x, quantize=quantize)
-    elif codec.name == "piano-grid":
-        steps = pianogrid.decode_piano_grid(x)
-    else:
-        raise ValueError(f"{codec.name} is not a grid codec")
-    return steps.scaled(1.0 / codec.steps_per_beat)
+    """(steps, channels) array of a grid codec -> notes timed in beats, sorted by time."""
+    return decode_steps(codec, x, quantize).sorted().scaled(1.0 / codec.steps_per_beat)

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .codecs import decode_steps, encode_notes
+from .codecs import decode_steps, encode_steps
 from .controls import Controls
 from .edit import keep_top_atoms, last_atom, n_active, stitch_bar, swap_atoms, vary_atoms
 from .grid import Codec
@@ -81,7 +81,7 @@ class Composer:
             self._rng, self._seed, self._groove = np.random.default_rng(c.seed), c.seed, None
         x_in = None
         if len(played) and (c.mode != "generate" or c.follow):   # plain generate never reads it
-            x_in = encode_notes(self.codec, played.scaled(1.0 / self.codec.steps_per_beat), self.steps)
+            x_in = encode_steps(self.codec, played, self.steps)
         if c.mode == "generate":
             idx, val = self._answer(x_in, c) if (c.follow and x_in is not None) else self._generate(bar, c)
         elif x_in is None:                    # simplify / echo of silence is silence

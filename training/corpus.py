@@ -148,3 +148,25 @@ def sections(pieces: list[Piece], n_steps: int) -> np.ndarray:
     if not out:
         raise ValueError("no sections: the corpus is empty")
     return np.stack(out)
+
+
+def load_corpus(name: str, codec: Codec, split: str | None) -> tuple[list[Piece], dict]:
+    """Pieces of a named corpus (groove, pop909, asap) or a folder, and what a run records about it.
+
+    The one place a corpus is chosen by name: training, export (the meter prior) and preset
+    evaluation all call it, with the name a run wrote into run.json.
+    """
+    if name == "groove":
+        from .groove import LICENSE, groove_corpus
+        return groove_corpus(split, codec), {"name": "groove", "license": LICENSE}
+    if name == "pop909":
+        from .pop909 import LICENSE, pop909_corpus
+        return pop909_corpus(split, codec), {"name": "pop909", "license": LICENSE}
+    if name == "asap":
+        from .asap import LICENSE, asap_corpus
+        return asap_corpus(split, codec), {"name": "asap", "license": LICENSE}
+    pieces = folder_corpus(name, codec)
+    # A user's folder has no split: hold out every 10th piece for validation and test.
+    want = {"train": lambda i: i % 10 not in (3, 7), "validation": lambda i: i % 10 == 3,
+            "test": lambda i: i % 10 == 7, None: lambda i: True}[split]
+    return [p for i, p in enumerate(pieces) if want(i)], {"name": str(name), "license": "user data"}

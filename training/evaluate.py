@@ -12,11 +12,9 @@ import torch
 from sidl.realtime.grid import Codec
 
 from .corpus import Piece
-from .metrics import Counts, drum_constant_reference
-from .pursuit import channel_roles, pursuit, read_out, sparse_decode
+from .metrics import GRID_TOLERANCE_STEPS, ONSET_TOLERANCE_S, Counts, drum_constant_reference
+from .pursuit import channel_roles, classify_mask, pursuit, read_out, sparse_decode
 
-ONSET_TOLERANCE_S = 0.05
-GRID_TOLERANCE_STEPS = 0.4   # 50 ms at 120 BPM in 16ths: grid onsets must fall on the same step
 
 
 @torch.no_grad()
@@ -31,8 +29,7 @@ def encode_decode(model, codec: Codec, x: np.ndarray, k: int, encoder: str = "pu
     if encoder == "kwta":
         y, _ = model(xt, k)
         return read_out(y, roles, model.feel_prior)[0].T[:T].numpy()
-    classify = torch.zeros(C, dtype=torch.bool)
-    classify[list(roles.classify)] = True
+    classify = classify_mask(roles, C)
     outs = []
     # pursuit holds (positions, atoms, classified values) temporaries: bound them (~400 MB)
     step = max(1, int(chunk_elements // (A * int(classify.sum()) * L))) * L
@@ -47,8 +44,7 @@ def encode_decode(model, codec: Codec, x: np.ndarray, k: int, encoder: str = "pu
 def atoms_in_use(model, codec: Codec, pieces: list[Piece], k: int) -> int:
     A, C, L = model.atoms.shape
     roles = channel_roles(codec)
-    classify = torch.zeros(C, dtype=torch.bool)
-    classify[list(roles.classify)] = True
+    classify = classify_mask(roles, C)
     used = torch.zeros(A, dtype=torch.bool)
     for p in pieces:
         x = _array(codec, p.x)

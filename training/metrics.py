@@ -6,6 +6,9 @@ import numpy as np
 from sidl.realtime.drums import N_CLASSES
 from sidl.realtime.notes import NoteArray
 
+ONSET_TOLERANCE_S = 0.05     # note-onset matching for performances (seconds)
+GRID_TOLERANCE_STEPS = 0.4   # 50 ms at 120 BPM in 16ths: grid onsets must fall on the same step
+
 
 class Counts:
     """Accumulates true/false positives and feel errors over pieces, then reports."""

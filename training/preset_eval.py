@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from sidl.realtime.grid import PIANO_GRID
-
-from .evaluate import GRID_TOLERANCE_STEPS
-from .metrics import Counts
+from .corpus import load_corpus
+from .metrics import GRID_TOLERANCE_STEPS, Counts
 
 
 def held_out_pieces(preset, limit: int = 0):
-    """The held-out pieces of the corpus named in the preset's manifest."""
-    name = preset.manifest.get("corpus", {}).get("name")
-    if name == "groove":
-        from .groove import groove_corpus
-        pieces = groove_corpus("test")
-    elif name == "pop909":
-        from .pop909 import pop909_corpus
-        pieces = pop909_corpus("test", PIANO_GRID)
-    else:
-        raise ValueError(f"{preset.name}: corpus {name!r} has no known test split to evaluate on")
+    """The test split of the corpus named in the preset's manifest."""
+    pieces, _ = load_corpus(preset.manifest.get("corpus", {}).get("name", ""), preset.codec, "test")
     return pieces[:limit] if limit else pieces
 
 

@@ -49,6 +49,13 @@ def channel_roles(codec: Codec) -> ChannelRoles:
     return ChannelRoles(tuple(range(codec.channels)), (), True)
 
 
+def classify_mask(roles: ChannelRoles, channels: int) -> torch.Tensor:
+    """(C,) bool: the channels that drive the code (what ``pursuit`` takes as ``classify``)."""
+    mask = torch.zeros(channels, dtype=torch.bool)
+    mask[list(roles.classify)] = True
+    return mask
+
+
 def to_patches(x: torch.Tensor, length: int) -> torch.Tensor:
     """(B, C, T) -> (B*P, C*L) with P = T // L code positions."""
     B, C, T = x.shape

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from sidl.realtime.grid import DRUMS, PIANO_EVENTS, PIANO_GRID, Codec
 
 from . import checkpoint as ckpt
-from .corpus import Piece, folder_corpus, sections
+from .corpus import load_corpus, sections
 from .evaluate import evaluate
 from .model import ModelConfig, TCNkWTA
-from .pursuit import channel_roles, pursuit, to_patches
+from .pursuit import channel_roles, classify_mask, pursuit, to_patches
 
 CODECS = {"drums": DRUMS, "piano-grid": PIANO_GRID, "piano-events": PIANO_EVENTS}
 
@@ -61,24 +61,6 @@ class TrainArgs:
     max_sections: int = 0             # > 0: use only this many training sections (tests, smoke runs)
     eval_pieces: int = 0              # > 0: evaluate on this many test pieces only
     resume: bool = False
-
-
-def load_corpus(name: str, codec: Codec, split: str | None) -> tuple[list[Piece], dict]:
-    """Pieces of a named corpus (or a folder) and what to record about it in the run."""
-    if name == "groove":
-        from .groove import LICENSE, groove_corpus
-        return groove_corpus(split, codec), {"name": "groove", "license": LICENSE}
-    if name == "pop909":
-        from .pop909 import LICENSE, pop909_corpus
-        return pop909_corpus(split, codec), {"name": "pop909", "license": LICENSE}
-    if name == "asap":
-        from .asap import LICENSE, asap_corpus
-        return asap_corpus(split, codec), {"name": "asap", "license": LICENSE}
-    pieces = folder_corpus(name, codec)
-    # A user's folder has no split: hold out every 10th piece for validation and test.
-    want = {"train": lambda i: i % 10 not in (3, 7), "validation": lambda i: i % 10 == 3,
-            "test": lambda i: i % 10 == 7, None: lambda i: True}[split]
-    return [p for i, p in enumerate(pieces) if want(i)], {"name": str(name), "license": "user data"}
 
 
 def k_for_step(progress: float, rng: np.random.Generator, a: TrainArgs) -> int:
@@ -161,14 +143,13 @@ def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
     windows = to_patches(data, L)
     windows = windows[windows.abs().sum(1) > 0]
     # Pursuit work grows with atoms x classified values x k^2: bound it so big codecs refit in seconds.
-    n_cls = len(channel_roles(codec).classify) * L
+    n_cls = len(roles.classify) * L
     max_windows = int(min(max_windows, work_budget / (A * n_cls * k_max * (k_max + 1) / 2)))
     g = torch.Generator().manual_seed(seed)
     if len(windows) > max_windows:
         windows = windows[torch.randperm(len(windows), generator=g)[:max_windows]]
     x = windows.reshape(-1, C, L)                                      # (N, C, L) one position each
-    classify = torch.zeros(C, dtype=torch.bool)
-    classify[list(roles.classify)] = True
+    classify = classify_mask(roles, C)
     codes = [pursuit(x, model.atoms, torch.tensor(k), k_max, classify,   # every k the knob allows
                      clipped_fit=roles.clipped_fit)
              for k in range(1, k_max + 1)]
