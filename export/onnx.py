@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from sidl.realtime.grid import Codec
-from sidl.training.pursuit import channel_roles, pursuit, read_out, sparse_decode
+from sidl.training.pursuit import channel_roles, pursuit, read_out
 
 OPSET = 18
 ATOM_DTYPES = ("float32", "float16", "int8")
@@ -73,18 +73,16 @@ class PursuitEncoder(nn.Module):
     def __init__(self, atoms: AtomStore, codec: Codec, k_max: int):
         super().__init__()
         roles = channel_roles(codec)
-        self.k_max, self.argmax, self.clipped_fit = k_max, roles.argmax, roles.clipped_fit
+        self.k_max, self.roles = k_max, roles
         self.channels, self.length = codec.channels, atoms.stored.shape[2]
         cols = torch.tensor(roles.classify, dtype=torch.long)
         # Pursuit only reads the classification channels: keep those atoms' rows, feed those columns.
         self.atoms = atoms.rows(cols)
         self.register_buffer("cols", cols)
-        self.register_buffer("classify", torch.ones(len(cols), dtype=torch.bool))
 
     def forward(self, x: torch.Tensor, k: torch.Tensor):
         xc = x.index_select(1, self.cols).t()[None]                  # (1, Cc, T)
-        idx, val = pursuit(xc, self.atoms(), k, self.k_max, self.classify, self.argmax,
-                           clipped_fit=self.clipped_fit)
+        idx, val = pursuit(xc, self.atoms(), k, self.k_max, None, self.roles)
         n = k.item()
         torch._check(n >= 1)
         torch._check(n <= self.k_max)
@@ -143,8 +141,14 @@ class SparseDecoder(nn.Module):
         self.register_buffer("feel_prior", None if feel_prior is None else feel_prior.detach().float().clone())
 
     def forward(self, idx: torch.Tensor, val: torch.Tensor):
-        y = sparse_decode(idx[None], val[None], self.atoms())       # (1, C, T)
-        return read_out(y, self.roles, self.feel_prior)[0].t()       # (T, C)
+        # sparse_decode's sum, written time-major so the graph needs no transposes: the atoms as
+        # (A, L*C) rows (a constant onnxruntime folds at load), gathered, scaled, summed over k.
+        K, P = idx.shape
+        A, C, L = self.atoms.stored.shape
+        rows = self.atoms().permute(0, 2, 1).reshape(A, L * C)
+        g = rows.index_select(0, idx.reshape(-1)) * val.reshape(-1, 1)
+        y = g.reshape(K, P * L, C).sum(0)                            # (T, C)
+        return read_out(y, self.roles, self.feel_prior, channel_axis=1)
 
 
 def check_exportable(model, codec: Codec) -> None:

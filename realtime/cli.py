@@ -50,9 +50,10 @@ app.add_typer(presets, name="presets")
 
 
 # sidl train lives with the trainer; its module imports typer only, torch when the command runs.
-from sidl.training.cli import train as _train  # noqa: E402
+from sidl.training.cli import evaluate as _evaluate, train as _train  # noqa: E402
 
 app.command("train", help="Learn a shift-invariant dictionary from MIDI (needs torch).")(_train)
+app.command("evaluate", help="Measure a training run again with this code; rewrites its metrics.json (needs torch).")(_evaluate)
 
 
 @app.command("export", help="Export a training run as a preset folder (needs torch and onnx).")

@@ -24,7 +24,7 @@ import numpy as np
 
 from .codecs import decode_steps, encode_steps
 from .controls import Controls
-from .edit import keep_top_atoms, last_atom, n_active, stitch_bar, swap_atoms, vary_atoms
+from .edit import keep_top_atoms, last_atom, n_active, prior_cdf, stitch_bar, swap_atoms, vary_atoms
 from .grid import Codec
 from .notes import NoteArray
 
@@ -64,6 +64,7 @@ class Composer:
         self.positions = self.steps // stride
         cycle = np.arange(self.positions) % trained_positions
         self.usage = np.ascontiguousarray(model.usage[:, cycle])
+        self.usage_cdf = prior_cdf(self.usage)
         self.scale = getattr(model, "atom_scale", None)
         self.atoms_in_use = 0                 # of the last bar, for the status line
         self.reset()
@@ -104,7 +105,7 @@ class Composer:
             idx, val = stitch_bar(rng, usage, m.transitions, c.density, self._prev_atom, self.scale)
             self._groove = (c.density, idx, val)
         _, idx, val = self._groove
-        idx, val = vary_atoms(idx, val, rng, c.variation, usage)
+        idx, val = vary_atoms(idx, val, rng, c.variation, usage, self.usage_cdf)
         if c.fill_every and (bar + 1) % c.fill_every == 0:
             # A fill: the second half of the bar restitched, busier, continuing from the first half.
             half = self.positions // 2
@@ -120,7 +121,7 @@ class Composer:
         idx, val = self.model.encode_bar(x_in, self.model.k)
         idx, val = keep_top_atoms(idx, val, c.keep)
         idx, val = swap_atoms(idx, val, self._rng, c.variation / 2)
-        return vary_atoms(idx, val, self._rng, c.variation, self.usage)
+        return vary_atoms(idx, val, self._rng, c.variation, self.usage, self.usage_cdf)
 
 
 def keep_velocities(y: np.ndarray, x: np.ndarray, n_voices: int) -> np.ndarray:

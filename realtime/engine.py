@@ -5,7 +5,7 @@ Four threads, each with one job:
 * the MIDI backend's real-time thread only queues incoming messages (inside rtmidi, see ``ports``);
 * the conductor (``run_live``, the caller's thread) polls them every millisecond: clock
   messages move the clock, notes go into the bar buffer stamped with their song position, CCs
-  change the controls.
+  change the controls and a Program Change picks a preset of the bank.
   When a bar's input window closes it hands a ``BarJob`` to
 * the worker, which composes the next bar (``Composer``: the model's encode/decode, never on the
   input thread) and submits it to
@@ -26,13 +26,13 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mido
 import numpy as np
 
 from .clock import PPQN, ClockFollower, InternalClock, Timeline, bar_quarters
-from .compose import BarModel, Composer
+from .compose import BarModel, Composer, default_mode
 from .controls import PANIC_CC, Controls, apply_cc
 from .midifile import SUSTAIN_CC
 from .notes import NoteArray
@@ -41,6 +41,7 @@ from .scheduler import TIE_OFF, TIE_OTHER, TIE_REALTIME, Batch, Scheduler
 PANIC, RETIME = "panic", "retime"         # what the conductor must do after feed()/poll()
 POLL_S = 0.001                            # the conductor looks at its input this often
 TIMING_RING = 1024                        # recent compute times kept for the status line
+_NOTE_TIES = np.array([TIE_OTHER, TIE_OFF], np.int8)   # a bar's note-ons, then its note-offs
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ class BarJob:
     controls: Controls
     timeline: Timeline       # seconds <-> quarters when the job was made
     reset: bool = False      # forget the groove first (mode or preset change)
+
+
+@dataclass(frozen=True)
+class BankEntry:
+    """A preset a MIDI Program Change can switch to: its model, its mode (None: the preset's
+    default) and its output channel (0-based)."""
+    model: BarModel
+    mode: str | None
+    channel: int
 
 
 class BarBuffer:
@@ -112,9 +122,11 @@ class Engine:
     """Bars in, bars out, on injected time. Conductor: ``feed``, ``poll``, ``due``; worker: ``render``."""
 
     def __init__(self, model: BarModel, controls: Controls, *, channel: int,
-                 clock: InternalClock | None, meter: tuple[int, int] = (4, 4), send_clock: bool = False):
+                 clock: InternalClock | None, meter: tuple[int, int] = (4, 4), send_clock: bool = False,
+                 bank: tuple[BankEntry, ...] = ()):
         if not 0 <= channel <= 15:
             raise ValueError("channel must be in range 0..15")
+        self.bank = bank                          # Program Change n selects bank[n]
         self.composer = Composer(model, meter)
         self.codec = self.composer.codec
         self.controls = controls
@@ -135,7 +147,10 @@ class Engine:
         self._first_bar: int | None = None
         self._reset = False
         self._new_composer: Composer | None = None
-        self._msg_cache: dict = {}
+        self._new_channel: int | None = None
+        self._msg_cache: dict = {}               # clock, start
+        self._ons: dict[int, mido.Message] = {}
+        self._offs: dict[int, mido.Message] = {}
 
     @property
     def timeline(self) -> Timeline | None:
@@ -162,6 +177,8 @@ class Engine:
             q = self.position(t)
             if q is not None:
                 self.buffer.note_off(q, data[1])
+        elif kind == 0xC0 and len(data) == 2:
+            return self._program(data[1])
         elif kind == 0xB0:
             if data[1] == PANIC_CC:
                 return PANIC
@@ -177,6 +194,15 @@ class Engine:
                 self._reset = True
                 return PANIC
         return None
+
+    def _program(self, number: int) -> str | None:
+        """Program Change: switch to the bank's preset ``number`` (others are ignored)."""
+        if number >= len(self.bank):
+            return None
+        entry = self.bank[number]
+        mode = entry.mode or default_mode(entry.model.codec)
+        return self.change(model=entry.model, controls=replace(self.controls, mode=mode),
+                           channel=entry.channel)
 
     def _clock_message(self, status: int, t: float, data: list[int]) -> str | None:
         f = self.follower
@@ -238,6 +264,11 @@ class Engine:
             new, self._new_composer = self._new_composer, None
             if new is not None:
                 self.composer = new                 # a preset change, made on this thread
+                self.codec = new.codec
+            if self._new_channel is not None:
+                self.channel, self._new_channel = self._new_channel, None
+                self._ons.clear()
+                self._offs.clear()
             self.composer.reset()
         notes = self.composer.compose(job.bar, job.played, job.controls)
         batch = self._batch(job, notes)
@@ -247,14 +278,15 @@ class Engine:
 
     def _batch(self, job: BarJob, notes: NoteArray) -> Batch:
         bar_q0 = job.bar * self.bar_q
-        q_on = bar_q0 + notes.start / self.spq
-        q_off = bar_q0 + notes.end / self.spq
-        msg = self._note_msg
+        n = len(notes)
+        positions = np.empty(2 * n)
+        np.divide(notes.start, self.spq, out=positions[:n])
+        np.divide(notes.end, self.spq, out=positions[n:])
+        positions += bar_q0
         pitches = notes.pitch.tolist()
-        msgs = [msg(True, p, v) for p, v in zip(pitches, notes.velocity.tolist())]
-        msgs += [msg(False, p, 0) for p in pitches]
-        positions = np.concatenate([q_on, q_off])
-        ties = np.repeat(np.array([TIE_OTHER, TIE_OFF], np.int8), len(notes))
+        msgs = [self._note_on(p, v) for p, v in zip(pitches, notes.velocity.tolist())]
+        msgs += [self._note_off(p) for p in pitches]
+        ties = np.repeat(_NOTE_TIES, n)
         if self.send_clock:
             ticks = bar_q0 + np.arange(round(self.bar_q * PPQN)) / PPQN
             clock = [self._cached("clock")] * len(ticks)
@@ -264,14 +296,18 @@ class Engine:
             ties = np.concatenate([np.full(len(ticks), TIE_REALTIME, np.int8), ties])
         return Batch.build(job.timeline.time_of(positions), positions, msgs, ties)
 
-    def _note_msg(self, on: bool, pitch: int, velocity: int) -> mido.Message:
-        # mido validates every new message (~5 us): a bar's notes come from a small set, so cache.
-        key = (on, pitch, velocity)
-        m = self._msg_cache.get(key)
+    # mido validates every new message (~5 us): a bar's notes come from a small set, so keep them.
+    def _note_on(self, pitch: int, velocity: int) -> mido.Message:
+        m = self._ons.get(pitch << 7 | velocity)
         if m is None:
-            m = mido.Message("note_on" if on else "note_off", channel=self.channel, note=pitch,
-                             velocity=velocity)
-            self._msg_cache[key] = m
+            m = self._ons[pitch << 7 | velocity] = mido.Message("note_on", channel=self.channel,
+                                                                  note=pitch, velocity=velocity)
+        return m
+
+    def _note_off(self, pitch: int) -> mido.Message:
+        m = self._offs.get(pitch)
+        if m is None:
+            m = self._offs[pitch] = mido.Message("note_off", channel=self.channel, note=pitch, velocity=0)
         return m
 
     def _cached(self, type_: str) -> mido.Message:
@@ -280,12 +316,18 @@ class Engine:
             m = self._msg_cache[type_] = mido.Message(type_)
         return m
 
-    def change(self, *, model: BarModel | None = None, controls: Controls | None = None) -> str:
-        """Swap the preset or the controls; the caller panics (every note-on gets its note-off)."""
-        if model is not None:     # built here (errors reach the caller), swapped in by the worker
+    def change(self, *, model: BarModel | None = None, controls: Controls | None = None,
+               channel: int | None = None) -> str:
+        """Swap the preset, the controls or the output channel; the caller panics (every note-on
+        gets its note-off). The model and channel are swapped in by the worker, at its next bar."""
+        if model is not None:     # built here (errors reach the caller)
             if model.codec.steps_per_beat != self.spq:
                 raise ValueError("a preset change must keep the grid (steps per beat)")
             self._new_composer = Composer(model, (self.codec.beats_per_bar, self.codec.beat_unit))
+        if channel is not None:
+            if not 0 <= channel <= 15:
+                raise ValueError("channel must be in range 0..15")
+            self._new_channel = channel
         if controls is not None:
             self.controls = controls
         self._reset = True

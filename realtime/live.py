@@ -18,7 +18,7 @@ from .clock import InternalClock
 from .compose import default_mode
 from .controls import MODES, Controls, cc_help
 from .drums import DRUM_CHANNEL
-from .engine import Engine, run_live
+from .engine import BankEntry, Engine, run_live
 from .ports import PortError, list_ports, open_input, open_output
 from .scheduler import Scheduler
 
@@ -67,7 +67,9 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
         list_ports_: bool = typer.Option(False, "--list-ports", help="print the MIDI ports and exit"),
         backend: Optional[str] = typer.Option(
             None, help="jack, alsa, coremidi, winmm or a mido backend name; default: automatic"),
-        preset: str = typer.Option(DEFAULT_PRESET, help="preset name or folder"),
+        preset: list[str] = typer.Option(
+            [DEFAULT_PRESET], help="preset name or folder; repeat it to load several, and MIDI "
+                                   "Program Change 1, 2, ... switches between them live"),
         mode: Optional[str] = typer.Option(
             None, help="generate | simplify | echo; default: generate for drums, simplify for piano"),
         bpm: float = typer.Option(120.0, help="tempo of the internal clock"),
@@ -103,23 +105,32 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
         t_start = time.perf_counter()
         try:
             InternalClock(bpm, *meter_)          # validates the tempo before anything loads
-            model = load(preset)
-            codec = model.codec
-            controls = Controls(mode=mode or default_mode(codec), follow=follow, keep=keep, density=density,
-                                variation=variation, seed=seed, fill_every=fill_every, quantize=quantize)
+            bank = tuple(BankEntry(m, mode, (channel - 1) if channel is not None else default_channel(m.codec))
+                         for m in (load(name) for name in preset))
+            if len({e.model.codec.steps_per_beat for e in bank}) > 1:
+                raise UsageError("presets loaded together must share a grid (steps per beat)")
+            first = bank[0]
+            controls = Controls(mode=mode or default_mode(first.model.codec), follow=follow, keep=keep,
+                                density=density, variation=variation, seed=seed, fill_every=fill_every,
+                                quantize=quantize)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        ch = (channel - 1) if channel is not None else (DRUM_CHANNEL if codec.name == "drums" else 0)
-        return session(model, controls, None if sync else bpm, meter_, ch, port, out, backend,
-                       send_clock, t_start)
+        return session(first.model, controls, None if sync else bpm, meter_, first.channel, port, out,
+                       backend, send_clock, t_start, bank if len(bank) > 1 else ())
 
     return app
 
 
-def session(model, controls, bpm, meter, channel, port, out, backend, send_clock, t_start) -> int:
+def default_channel(codec) -> int:
+    """Drums on channel 10 (General MIDI), anything else on channel 1 (0-based numbers)."""
+    return DRUM_CHANNEL if codec.name == "drums" else 0
+
+
+def session(model, controls, bpm, meter, channel, port, out, backend, send_clock, t_start,
+            bank=()) -> int:
     """Open, run until a signal, close: every note-on we sent gets its note-off on the way out.
 
-    ``bpm`` None means follow the incoming MIDI clock.
+    ``bpm`` None means follow the incoming MIDI clock; ``bank``: presets a Program Change selects.
     """
     inp = open_input(port, "sidl-in", backend)
     try:
@@ -131,7 +142,8 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
     # The internal clock's first bar starts a moment from now; the worker prepares it before that.
     clock = None if bpm is None else InternalClock(bpm, *meter, start_s=t_open + LEAD_S)
     try:
-        engine = Engine(model, controls, channel=channel, clock=clock, meter=meter, send_clock=send_clock)
+        engine = Engine(model, controls, channel=channel, clock=clock, meter=meter, send_clock=send_clock,
+                        bank=bank)
     except ValueError as e:
         inp.close()
         outp.close()
@@ -153,6 +165,10 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
     waiting = "waiting for MIDI clock Start" if clock is None else f"{clock.bpm:g} BPM"
     print(f"sidl-live: {controls.mode} on {codec_name(model)}, in {inp.name!r}, out {outp.name!r}, "
           f"{waiting}; ports open in {(t_open - t_start) * 1e3:.0f} ms", file=err, flush=True)
+    if bank:
+        print("sidl-live: Program Change switches preset: " +
+              ", ".join(f"{i + 1} = {getattr(e.model, 'name', e.model.codec.name)}" for i, e in enumerate(bank)),
+              file=err, flush=True)
     try:
         reason = run_live(engine, inp.poll, scheduler, stop, watch=(inp, outp),
                           status=err if err.isatty() else None,

@@ -8,7 +8,7 @@ import pytest
 
 from sidl.realtime.clock import PPQN, InternalClock
 from sidl.realtime.controls import Controls
-from sidl.realtime.engine import PANIC, RETIME, BarBuffer, Engine, run_live, status_line
+from sidl.realtime.engine import PANIC, RETIME, BankEntry, BarBuffer, Engine, run_live, status_line
 from sidl.realtime.scheduler import RecordingOutput, Scheduler
 
 BAR_S_120 = 2.0
@@ -277,6 +277,23 @@ def test_preset_change_swaps_the_model_on_the_worker_at_the_next_bar(drums, pian
     assert job.reset
     e.render(job)
     assert e.composer.model is piano
+
+
+def test_program_change_switches_preset_mode_and_channel_at_the_next_bar(drums, piano):
+    bank = (BankEntry(drums, None, 9), BankEntry(piano, None, 0))
+    e = internal_engine(drums, bank=bank)
+    batches = run_bars(e, 1.0 + BAR_S_120 - 0.1)
+    assert {m.channel for _, m in note_events(batches[-1][2])} == {9}
+    assert e.feed(2.5, [0xC0, 5]) is None                      # no such program: ignored
+    assert e.feed(2.5, [0xC0, 1]) == PANIC                     # program 2: the piano preset
+    assert e.controls.mode == "simplify"                       # the piano preset's own default
+    played = [(3.0 + i * 0.25, [0x90, 60 + i, 100]) for i in range(8)]
+    played += [(3.1 + i * 0.25, [0x80, 60 + i, 0]) for i in range(8)]
+    batches = run_bars(e, 1.0 + 3 * BAR_S_120 - 0.1, played=played)
+    assert e.composer.model is piano
+    notes = [m for _, job, b in batches if job.bar == 2 for _, m in note_events(b)]
+    assert notes and {m.channel for m in notes} == {0}          # the played bar, simplified, on channel 1
+    assert e.feed(7.5, [0xC0, 0]) == PANIC and e.controls.mode == "generate"
 
 
 def test_run_live_drops_a_bar_that_fails_and_keeps_going(drums):

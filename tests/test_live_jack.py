@@ -367,3 +367,45 @@ def test_the_shipped_drum_preset_plays_on_the_grid_and_stops_clean(jack_server):
     ioi = np.diff(t)
     err = ioi - np.round(ioi / step_s) * step_s
     assert np.percentile(np.abs(err), 90) < GRID_TOL_S
+
+
+def test_program_change_switches_between_shipped_presets_without_stuck_notes(jack_server):
+    """Two real presets loaded; Program Change 2 from a JACK client turns the drummer into the
+    piano simplifier at the next bar: drums (channel 10) stop balanced, played piano comes back on
+    channel 1."""
+    bpm = 240.0                                       # a bar is a second
+    proc = subprocess.Popen([sys.executable, "-m", "sidl.realtime.live", "--preset", "drums-gmd",
+                             "--preset", "piano-pop909", "--bpm", str(bpm), "--quantize"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = [proc.stderr.readline(), proc.stderr.readline()]
+        assert "1 = drums-gmd, 2 = piano-pop909" in lines[1], "".join(lines) + proc.stderr.read()
+        client = Client()
+        try:
+            time.sleep(1.5)                            # a bar of drums and a half
+            t_switch = time.perf_counter()
+            client.play([t_switch], [mido.Message("program_change", program=1)])
+            beat_s = 60 / bpm
+            chord = [60, 64, 67]                       # C major on every beat for two bars
+            times = [t_switch + 0.1 + i * beat_s for i in range(8)]
+            client.play([t for t in times for _ in chord] + [t + beat_s / 2 for t in times for _ in chord],
+                        [mido.Message("note_on", note=n, velocity=90) for _ in times for n in chord] +
+                        [mido.Message("note_off", note=n) for _ in times for n in chord])
+            time.sleep(3.2)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=5)
+            time.sleep(0.05)
+            got = client.recorded()
+        finally:
+            client.close()
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    drums = [(t, d) for t, d in got if d[0] & 0x0F == 9]
+    piano = [(t, d) for t, d in got if d[0] & 0x0F == 0]
+    d_ons, d_balanced = notes_of(drums)
+    p_ons, p_balanced = notes_of(piano)
+    assert d_ons and d_balanced and max(t for t, _, _ in d_ons) < t_switch + 0.01
+    assert p_ons and p_balanced and min(t for t, _, _ in p_ons) > t_switch
+    assert {n for _, n, _ in p_ons} <= set(chord)      # the played chord, simplified: nothing invented

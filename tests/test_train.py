@@ -73,7 +73,7 @@ def test_pursuit_uses_exactly_k_atoms_and_more_atoms_fit_better():
     cls[list(roles.classify)] = True
     errs = []
     for k in (1, 2, 4):
-        idx, val = pursuit(x, atoms, torch.tensor(k), 4, cls)
+        idx, val = pursuit(x, atoms, torch.tensor(k), 4, cls, roles)
         assert ((val != 0).sum(1) <= k).all() and (val[:, k:] == 0).all()
         for p in range(4):
             assert len(set(idx[0, :k, p].tolist())) == k           # no atom chosen twice at a position

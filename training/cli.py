@@ -62,6 +62,34 @@ def train(
         print(f"run written to {out}")
 
 
+def evaluate(
+    run_dir: str = typer.Argument(..., help="training run folder (run.json, model.npz)"),
+    eval_pieces: Optional[int] = typer.Option(None, help="evaluate on only N test pieces (0: all); "
+                                                         "default: as many as the run was measured on"),
+    threads: int = typer.Option(2, help="torch CPU threads"),
+):
+    """Measure a run again with this code (test split of its corpus) and rewrite its metrics.json."""
+    try:
+        import torch
+
+        from .evaluate import reevaluate, summary_table
+    except ImportError as e:
+        print(f"sidl: evaluation needs the 'train' extra (pip install 'sidl[train]'): {e}", file=sys.stderr)
+        raise typer.Exit(2)
+    from pathlib import Path
+    if not (Path(run_dir) / "run.json").is_file():
+        print(f"sidl: {run_dir}: not a training run (no run.json)", file=sys.stderr)
+        raise typer.Exit(2)
+    torch.set_num_threads(threads)
+    try:
+        metrics = reevaluate(run_dir, eval_pieces)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"sidl: {e}", file=sys.stderr)
+        raise typer.Exit(2)
+    print(summary_table(metrics))
+    print(f"metrics written to {Path(run_dir) / 'metrics.json'}")
+
+
 def main():
     typer.run(train)
 if __name__ == "__main__":

@@ -34,8 +34,7 @@ def encode_decode(model, codec: Codec, x: np.ndarray, k: int, encoder: str = "pu
     # pursuit holds (positions, atoms, classified values) temporaries: bound them (~400 MB)
     step = max(1, int(chunk_elements // (A * int(classify.sum()) * L))) * L
     for s in range(0, xt.shape[-1], step):
-        idx, val = pursuit(xt[..., s:s + step], model.atoms, torch.tensor(k), k, classify, roles.argmax,
-                           clipped_fit=roles.clipped_fit)
+        idx, val = pursuit(xt[..., s:s + step], model.atoms, torch.tensor(k), k, classify, roles)
         outs.append(read_out(sparse_decode(idx, val, model.atoms), roles, model.feel_prior))
     return torch.cat(outs, -1)[0].T[:T].numpy()
 
@@ -51,8 +50,7 @@ def atoms_in_use(model, codec: Codec, pieces: list[Piece], k: int) -> int:
         x = x[: len(x) // L * L]
         if not len(x):
             continue
-        idx, val = pursuit(torch.from_numpy(x).T[None], model.atoms, torch.tensor(k), k, classify, roles.argmax,
-                           clipped_fit=roles.clipped_fit)
+        idx, val = pursuit(torch.from_numpy(x).T[None], model.atoms, torch.tensor(k), k, classify, roles)
         used[idx[val != 0]] = True
     return int(used.sum())
 
@@ -101,6 +99,34 @@ def evaluate(model, codec: Codec, test: list[Piece], train: list[Piece], k_max: 
         out["onset_tolerance"] = (f"{GRID_TOLERANCE_STEPS} steps (50 ms at 120 BPM)"
                                   if codec.name == "piano-grid" else "50 ms")
     return out
+
+
+def reevaluate(run_dir, eval_pieces: int | None = None) -> dict:
+    """Measure a finished run again with this code and rewrite its metrics.json (keeping the record
+    of how it trained): what ``sidl evaluate RUN`` does after the pursuit or the metrics change.
+    ``eval_pieces``: first N test pieces, 0 for all; None: as many as the run was measured on."""
+    from pathlib import Path
+
+    from .checkpoint import load_model, write_json_atomic
+    from .corpus import load_corpus
+
+    run_dir = Path(run_dir)
+    model, codec, info = load_model(run_dir)
+    model.eval()
+    if eval_pieces is None:
+        eval_pieces = int(info.get("args", {}).get("eval_pieces") or 0)
+    name = info.get("corpus", {}).get("name", "")
+    test, _ = load_corpus(name, codec, "test")
+    train, _ = load_corpus(name, codec, "train")
+    metrics = evaluate(model, codec, test[:eval_pieces] if eval_pieces else test, train, model.cfg.k_max)
+    old = run_dir / "metrics.json"
+    if old.exists():
+        import json
+        previous = json.loads(old.read_text())
+        if "training" in previous:
+            metrics["training"] = previous["training"]
+    write_json_atomic(old, metrics)
+    return metrics
 
 
 def summary_table(metrics: dict) -> str:

@@ -3,9 +3,10 @@
 The TCN-kWTA encoder learns the atoms; to *choose* the k winners of a bar we refine by pursuit over
 those atoms (the paper's shift-invariant model solved greedily, one code position at a time):
 
-    for s in 1..k:   pick the atom that, added with its best amplitude, leaves the fewest wrong
-                     hits/onsets (ties: largest correlation); then refit every chosen amplitude
-                     (Gauss-Newton sweeps, one atom at a time: exportable, no solver needed).
+    for s in 1..k:   among the atoms best correlated with the residual, pick the one that, added
+                     with its best amplitude, leaves the fewest wrong hits/onsets (ties: largest
+                     correlation); then refit every chosen amplitude (Gauss-Seidel sweeps, one
+                     atom at a time: exportable, no solver needed).
 
 Amplitudes minimise the training loss of the classification channels, squared error clipped at 0
 and 1, not plain least squares: on sparse binary targets least squares shrinks a partly matching
@@ -31,14 +32,20 @@ class ChannelRoles:
     feel: tuple       # ((feel channels, their hit channels, low, high), ...)
     argmax: bool      # events: one token per step, decided by argmax
     clipped_fit: bool = False   # fit amplitudes to the clipped loss (sparse onsets), else least squares
+    candidates: int | None = None   # atoms whose decoded errors each pursuit step counts (None: all)
+    sweeps: int = 2                 # refit sweeps after each new atom
 
 
 def channel_roles(codec: Codec) -> ChannelRoles:
     n = codec.n_voices
     if codec.name == "drums":
         hits = tuple(range(n))
+        # Measured on GMD (512 atoms, test split): counting errors for the 32 atoms best correlated
+        # with the residual, one refit sweep, gives the F1 of all atoms and two sweeps
+        # (0.852 / 0.940 / 0.984 / 0.996 at k = 1..4) at a fraction of the live cost.
         return ChannelRoles(hits, ((tuple(range(n, 2 * n)), hits, 0.0, 1.0),
-                                   (tuple(range(2 * n, 3 * n)), hits, -0.5, 0.5)), False)
+                                   (tuple(range(2 * n, 3 * n)), hits, -0.5, 0.5)), False,
+                            candidates=32, sweeps=1)
     if codec.name == "piano-grid":
         onsets = tuple(range(n))
         # Measured on POP909 (128 atoms): least-squares amplitudes found 1% of onsets at k=1, the
@@ -93,21 +100,29 @@ def _active(X: torch.Tensor, Y: torch.Tensor, clipped: bool) -> torch.Tensor:
 
 
 def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: torch.Tensor, k_max: int,
-            classify: torch.Tensor, argmax: bool = False, sweeps: int = 2, clipped_fit: bool = False):
+            classify: torch.Tensor | None, roles: ChannelRoles):
     """Choose up to k atoms per code position.
 
     x: (B, C, T) with T a multiple of the atom length L; atoms: (A, C, L); k: 0-d int64 tensor
-    (1 <= k <= k_max, a run-time input of the exported encoder); classify: (C,) bool;
-    clipped_fit: amplitudes minimise the clipped loss instead of least squares (see ChannelRoles).
+    (1 <= k <= k_max, a run-time input of the exported encoder); classify: (C,) bool, the channels
+    the code must explain (None: all of them); roles: how to decide (argmax), how to fit
+    (clipped_fit, sweeps) and how many candidates to count errors for (counting them for every
+    atom is the (positions, atoms, values) tensor that made pursuit cost milliseconds live).
     Returns idx (B, k_max, P) int64 and val (B, k_max, P) float; slots s >= k have val 0.
     """
+    argmax, clipped_fit, sweeps = roles.argmax, roles.clipped_fit, roles.sweeps
     B, C, T = x.shape
     A, _, L = atoms.shape
-    mask = classify.repeat_interleave(L)                          # (C*L,)
-    X = to_patches(x, L)[:, mask]                                  # (N, Lc) what the code must explain
-    D = atoms.reshape(A, C * L)[:, mask]                           # (A, Lc)
+    X, D = to_patches(x, L), atoms.reshape(A, C * L)               # (N, C*L), (A, C*L)
+    if classify is not None:                                       # explain the classified values only
+        mask = classify.repeat_interleave(L)
+        X, D = X[:, mask], D[:, mask]
     norm2 = (D * D).sum(1).clamp_min(1e-8)                         # (A,)
     N = X.shape[0]
+    M = A if roles.candidates is None else min(roles.candidates, A)
+    # Candidates tied on correlation (a silent position: all 0) are ranked by atom index, in torch
+    # and onnxruntime alike, so the exported graph picks the atoms the metrics were measured with.
+    order_bias = torch.arange(A, dtype=x.dtype, device=x.device) * 1e-7
     idx = torch.zeros(N, k_max, dtype=torch.long, device=x.device)
     amp = torch.zeros(N, k_max, dtype=x.dtype, device=x.device)
     Y = torch.zeros_like(X)
@@ -115,32 +130,66 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, k: torch.Tensor, k_max: int,
     slots = torch.arange(k_max, device=x.device)
     for s in range(k_max):
         active = k > s
-        W = _active(X, Y, clipped_fit)                                  # (N, Lc) terms the loss still sees
-        c = ((X - Y) * W) @ D.T / (W @ (D * D).T).clamp_min(1e-8)  # (N, A) each candidate's amplitude
-        err = _errors(Y[:, None, :] + c[:, :, None] * D[None], X, argmax, L)
-        corr = (c * norm2.sqrt()).abs()
-        err = err - 1e-3 * corr / (corr.amax(1, keepdim=True) + 1e-8) + 1e9 * taken
-        j = err.argmin(1)                                          # (N,)
-        new_idx = torch.where(slots == s, j[:, None], idx)
-        new_amp = torch.where(slots == s, c.gather(1, j[:, None]), amp)
-        Ds = D[new_idx[:, : s + 1]]                                # (N, s+1, Lc)
-        a = new_amp[:, : s + 1]
-        for _ in range(sweeps):                                    # refit: Gauss-Newton, one atom at a time
-            for i in range(s + 1):
-                y = (a[:, :, None] * Ds).sum(1)
-                w = _active(X, y, clipped_fit)
-                d = Ds[:, i]
-                step = ((X - y) * w * d).sum(-1) / (w * d * d).sum(-1).clamp_min(1e-8)
-                a = a + torch.where(slots[: s + 1] == i, step[:, None], torch.zeros_like(a))
-        new_amp = torch.cat([a, new_amp[:, s + 1:]], dim=1)
+        if clipped_fit:
+            W = _active(X, Y, True)                                # (N, Lc) terms the loss still sees
+            c = ((X - Y) * W) @ D.T / (W @ (D * D).T).clamp_min(1e-8)   # (N, A) each candidate's amplitude
+        else:
+            c = (X - Y) @ D.T / norm2
+        corr = (c * norm2.sqrt()).abs()                            # (N, A) how much each atom explains
+        if M < A:
+            cand = (corr - order_bias - 1e9 * taken).topk(M, 1).indices   # (N, M), best first
+            cc, Dc, co, tk = c.gather(1, cand), _rows(D, cand), corr.gather(1, cand), taken.gather(1, cand)
+        else:
+            cand, cc, Dc, co, tk = None, c, D[None], corr, taken
+        err = _errors(Y[:, None, :] + cc[:, :, None] * Dc, X, argmax, L)
+        err = err - 1e-3 * co / (co.amax(1, keepdim=True) + 1e-8) + 1e9 * tk   # no atom twice at one position
+        j = err.argmin(1, keepdim=True)                            # (N, 1) among the candidates
+        a_j = cc.gather(1, j)
+        j = j if cand is None else cand.gather(1, j)               # (N, 1) atom index
+        new_idx = torch.where(slots == s, j, idx)
+        new_amp = torch.where(slots == s, a_j, amp)
+        Ds = _rows(D, new_idx[:, : s + 1])                         # (N, s+1, Lc)
+        a = _refit(X, Ds, new_amp[:, : s + 1], sweeps if (s or clipped_fit) else 0, clipped_fit)
         idx = torch.where(active, new_idx, idx)
-        amp = torch.where(active, new_amp, amp)
-        Y = (amp[:, :, None] * D[idx]).sum(1)
-        taken = torch.where(active, taken.scatter(1, j[:, None], 1.0), taken)
+        amp = torch.where(active, torch.cat([a, new_amp[:, s + 1:]], dim=1), amp)
+        Y = torch.where(active, (a[:, :, None] * Ds).sum(1), Y)
+        taken = torch.where(active, taken.scatter(1, j, 1.0), taken)
     P = T // L
     idx = idx.reshape(B, P, k_max).permute(0, 2, 1)
     amp = amp.reshape(B, P, k_max).permute(0, 2, 1)
     return idx, amp
+
+
+def _rows(D: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """D[index] for index (N, n): (N, n, D.shape[1]), written as one gather (exports lean)."""
+    return D.index_select(0, index.reshape(-1)).reshape(index.shape[0], index.shape[1], D.shape[1])
+
+
+def _refit(X: torch.Tensor, Ds: torch.Tensor, a: torch.Tensor, sweeps: int, clipped: bool) -> torch.Tensor:
+    """Refit the amplitudes ``a`` (N, n) of the chosen atoms ``Ds`` (N, n, Lc) to ``X`` (N, Lc).
+
+    Gauss-Seidel sweeps, one atom at a time (exportable, no solver). Least squares works on the
+    n x n Gram matrix, so a sweep costs a few tiny ops; the clipped loss re-weights every value
+    at every update. A single atom's least-squares amplitude is already its best (sweeps=0).
+    """
+    n = Ds.shape[1]
+    unit = torch.eye(n, dtype=a.dtype, device=a.device)
+    if not clipped:
+        G = Ds @ Ds.transpose(1, 2)                                # (N, n, n)
+        b = (Ds @ X[:, :, None])[..., 0]                           # (N, n)
+        for _ in range(sweeps):
+            for i in range(n):
+                step = (b[:, i] - (G[:, i] * a).sum(1)) / G[:, i, i].clamp_min(1e-8)
+                a = a + step[:, None] * unit[i]
+        return a
+    for _ in range(sweeps):
+        for i in range(n):
+            y = (a[:, :, None] * Ds).sum(1)
+            w = _active(X, y, True)
+            d = Ds[:, i]
+            step = ((X - y) * w * d).sum(-1) / (w * d * d).sum(-1).clamp_min(1e-8)
+            a = a + step[:, None] * unit[i]
+    return a
 
 
 def sparse_decode(idx: torch.Tensor, val: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
@@ -150,7 +199,7 @@ def sparse_decode(idx: torch.Tensor, val: torch.Tensor, atoms: torch.Tensor) -> 
     """
     B, K, P = idx.shape
     A, C, L = atoms.shape
-    g = atoms.reshape(A, C * L)[idx.reshape(-1)].reshape(B, K, P, C * L)
+    g = atoms.reshape(A, C * L).index_select(0, idx.reshape(-1)).reshape(B, K, P, C * L)
     y = (val[..., None] * g).sum(1)                                # (B, P, C*L)
     return from_patches(y.reshape(B * P, C * L), B, C, L)
 
@@ -158,24 +207,28 @@ def sparse_decode(idx: torch.Tensor, val: torch.Tensor, atoms: torch.Tensor) -> 
 WEAK_HIT = 0.1   # below this summed hit strength the ratio is noise: read the channel's prior
 
 
-def read_out(y: torch.Tensor, roles: ChannelRoles, prior: torch.Tensor | None = None) -> torch.Tensor:
+def read_out(y: torch.Tensor, roles: ChannelRoles, prior: torch.Tensor | None = None,
+             channel_axis: int = 1) -> torch.Tensor:
     """Linear sum (B, C, T) -> codec array: hits as summed, feel = ratio to its hit.
 
     Where atoms barely sound at a hit channel, feel falls back to ``prior`` (C,), the channel's
     mean feel, so a near-miss still carries a sensible velocity. The codec ignores feel where no
     hit passes 0.5, so filling it everywhere changes no note. Written over all channels at once
     (each channel's hit channel is itself unless it is a feel channel): a handful of graph ops.
+    ``channel_axis``: where C is (the decoder graph reads out a (T, C) array: axis 1).
     """
     if not roles.feel:
         return y
-    C = y.shape[1]
+    C = y.shape[channel_axis]
     hit_of, lo, hi, is_feel = list(range(C)), [0.0] * C, [0.0] * C, [False] * C
     for feel, hits, low, high in roles.feel:
         for f, h in zip(feel, hits):
             hit_of[f], lo[f], hi[f], is_feel[f] = h, low, high, True
-    col = lambda v, dtype=y.dtype: torch.tensor(v, dtype=dtype, device=y.device)[None, :, None]
-    strength = y[:, hit_of]                                            # (B, C, T)
+    shape = [1] * y.dim()
+    shape[channel_axis] = C
+    col = lambda v, dtype=y.dtype: torch.tensor(v, dtype=dtype, device=y.device).reshape(shape)
+    strength = y.index_select(channel_axis, torch.tensor(hit_of, device=y.device))
     ratio = torch.minimum(torch.maximum(y / strength.clamp_min(WEAK_HIT), col(lo)), col(hi))
-    fallback = torch.zeros_like(y) if prior is None else prior[None, :, None].expand_as(y)
+    fallback = torch.zeros((), dtype=y.dtype, device=y.device) if prior is None else prior.reshape(shape)
     feel = torch.where(strength > WEAK_HIT, ratio, fallback)
     return torch.where(col(is_feel, torch.bool), feel, y)

@@ -150,8 +150,7 @@ def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
         windows = windows[torch.randperm(len(windows), generator=g)[:max_windows]]
     x = windows.reshape(-1, C, L)                                      # (N, C, L) one position each
     classify = classify_mask(roles, C)
-    codes = [pursuit(x, model.atoms, torch.tensor(k), k_max, classify,   # every k the knob allows
-                     clipped_fit=roles.clipped_fit)
+    codes = [pursuit(x, model.atoms, torch.tensor(k), k_max, classify, roles)   # every k the knob allows
              for k in range(1, k_max + 1)]
     I = torch.cat([i[:, :, 0] for i, _ in codes])                       # (M, k_max) atom per slot
     V = torch.cat([v[:, :, 0] for _, v in codes])                       # (M, k_max) amplitude, 0 = unused
