@@ -198,10 +198,21 @@ def _wait_for(pred, timeout):
     return True
 
 
-def _spawn_live(*args):
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "live_standin.py"), *args],
+def _spawn_live(*args, shipped=False):
+    """The real `sidl-live` command line in a subprocess: on the stand-in model, or on the shipped
+    presets (onnxruntime) with ``shipped``."""
+    entry = ["-m", "sidl.realtime.live"] if shipped else [str(ROOT / "tests" / "live_standin.py")]
+    return subprocess.Popen([sys.executable, *entry, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _terminate(proc) -> str:
+    """SIGTERM, as Ctrl-C or a service manager sends it; stderr once it has exited."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=5)
+    time.sleep(0.05)                                   # the last note-offs cross JACK
+    return err
 
 
 def test_sigterm_leaves_nothing_sounding_with_existing_ports(jack_server):
@@ -342,18 +353,14 @@ def test_the_shipped_drum_preset_plays_on_the_grid_and_stops_clean(jack_server):
     """The real `sidl-live` on the shipped drums-gmd preset (ONNX): on the 16th grid, silent after SIGTERM."""
     bpm = 240.0
     step_s = 60 / bpm / 4
-    proc = subprocess.Popen([sys.executable, "-m", "sidl.realtime.live", "--preset", "drums-gmd",
-                             "--bpm", str(bpm), "--quantize"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = _spawn_live("--preset", "drums-gmd", "--bpm", str(bpm), "--quantize", shipped=True)
     try:
         line = proc.stderr.readline()
         assert "generate on drums-gmd" in line, line + proc.stderr.read()
         rec = Recorder("sidl-out:sidl out", "sidl-test-rec")
         try:
             time.sleep(2.2)                                # two bars and a bit
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=5)
-            time.sleep(0.05)
+            err = _terminate(proc)
             got = rec.drain()
         finally:
             rec.close()
@@ -374,10 +381,8 @@ def test_program_change_switches_between_shipped_presets_without_stuck_notes(jac
     piano simplifier at the next bar: drums (channel 10) stop balanced, played piano comes back on
     channel 1."""
     bpm = 240.0                                       # a bar is a second
-    proc = subprocess.Popen([sys.executable, "-m", "sidl.realtime.live", "--preset", "drums-gmd",
-                             "--preset", "piano-pop909", "--bpm", str(bpm), "--quantize"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = _spawn_live("--preset", "drums-gmd", "--preset", "piano-pop909", "--bpm", str(bpm), "--quantize",
+                       shipped=True)
     try:
         lines = [proc.stderr.readline(), proc.stderr.readline()]
         assert "1 = drums-gmd, 2 = piano-pop909" in lines[1], "".join(lines) + proc.stderr.read()
@@ -393,9 +398,7 @@ def test_program_change_switches_between_shipped_presets_without_stuck_notes(jac
                         [mido.Message("note_on", note=n, velocity=90) for _ in times for n in chord] +
                         [mido.Message("note_off", note=n) for _ in times for n in chord])
             time.sleep(3.2)
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=5)
-            time.sleep(0.05)
+            err = _terminate(proc)
             got = client.recorded()
         finally:
             client.close()
