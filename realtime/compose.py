@@ -61,6 +61,7 @@ class Composer:
         if rest or self.steps % stride:
             raise ValueError(f"meter {self.codec.beats_per_bar}/{self.codec.beat_unit} does not fit "
                              f"this preset's atoms of {stride} steps")
+        self.stride = stride
         self.positions = self.steps // stride
         cycle = np.arange(self.positions) % trained_positions
         self.usage = np.ascontiguousarray(model.usage[:, cycle])
@@ -76,13 +77,20 @@ class Composer:
         self._groove = None                   # (density, idx, val) the generated bars vary on
         self._prev_atom: int | None = None
 
-    def compose(self, bar: int, played: NoteArray, c: Controls) -> NoteArray:
-        """Notes for bar ``bar`` (in steps from its start) given the bar ``played`` before it (steps)."""
+    def compose(self, bar: int, played: NoteArray, c: Controls, position: int | None = None) -> NoteArray:
+        """Notes for bar ``bar`` (in steps from its start) given the bar ``played`` before it (steps).
+
+        With ``position`` (simplify / echo only): notes for that one code position of the bar, given
+        the position played before it; ``keep`` then counts per position, ``keep / positions``.
+        """
         if c.seed != self._seed:
             self._rng, self._seed, self._groove = np.random.default_rng(c.seed), c.seed, None
+        if position is not None and c.mode == "generate":
+            raise ValueError("generate composes whole bars")
+        steps = self.steps if position is None else self.stride
         x_in = None
         if len(played) and (c.mode != "generate" or c.follow):   # plain generate never reads it
-            x_in = encode_steps(self.codec, played, self.steps)
+            x_in = encode_steps(self.codec, played, steps)
         if c.mode == "generate":
             idx, val = self._answer(x_in, c) if (c.follow and x_in is not None) else self._generate(bar, c)
         elif x_in is None:                    # simplify / echo of silence is silence
@@ -91,7 +99,8 @@ class Composer:
         else:
             idx, val = self.model.encode_bar(x_in, self.model.k)
             if c.mode == "simplify":
-                idx, val = keep_top_atoms(idx, val, c.keep)
+                keep = c.keep if position is None else max(1, round(c.keep / self.positions))
+                idx, val = keep_top_atoms(idx, val, keep)
         self.atoms_in_use = n_active(val)
         self._prev_atom = last_atom(idx, val)
         y = self.model.decode_bar(idx, val)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 MODES = ("generate", "simplify", "echo")
+LATENCIES = ("bar", "beat")   # simplify / echo: play each bar on the next bar, or each beat on the next beat
 MAX_DENSITY = 4.0        # atoms per code position at CC value 127
 MAX_KEEP = 32            # atoms per bar at CC value 127
 PANIC_CC = 123           # "all notes off": we silence everything we sent
@@ -22,6 +23,7 @@ CC_TABLE = {
     24: ("follow", ">= 64: answer what is played (generate)"),
     25: ("fill_every", "0: no fills, else a fill every N bars (N = value)"),
     26: ("quantize", ">= 64: no microtiming, every note on the grid"),
+    27: ("latency", ">= 64: simplify / echo answer each beat on the next beat, else each bar on the next"),
 }
 
 
@@ -35,6 +37,7 @@ class Controls:
     seed: int = 0
     fill_every: int = 0        # bars; 0 = never
     quantize: bool = False
+    latency: str = "bar"       # simplify / echo: "bar" (whole bars, one bar later) or "beat"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -47,6 +50,8 @@ class Controls:
             raise ValueError("variation must be in 0..1")
         if self.fill_every < 0:
             raise ValueError("fill-every must be >= 0")
+        if self.latency not in LATENCIES:
+            raise ValueError(f"latency must be one of {', '.join(LATENCIES)}, got {self.latency!r}")
 
 
 def apply_cc(c: Controls, control: int, value: int) -> Controls:
@@ -68,6 +73,8 @@ def apply_cc(c: Controls, control: int, value: int) -> Controls:
         return replace(c, fill_every=value)
     if field == "quantize":
         return replace(c, quantize=value >= 64)
+    if field == "latency":
+        return replace(c, latency=LATENCIES[value >= 64])
     return c
 
 

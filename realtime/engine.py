@@ -13,7 +13,8 @@ Four threads, each with one job:
 
 A bar's input window closes half a grid step before the bar line: a note played there is rounded
 by the codec to the next bar's first step anyway, and the half step (62 ms at 120 BPM) is the
-worker's budget to prepare bar N+1 before it starts. Bars are counted from the song start: our own
+worker's budget to prepare bar N+1 before it starts. With ``latency="beat"``, simplify and echo
+work the same way one code position (a beat) at a time: each beat played comes back on the next. Bars are counted from the song start: our own
 first bar, or the DAW's Start / Song Position Pointer when following its clock (``--sync``).
 
 Policy when late, or when composing a bar fails: that bar is dropped, the clock is kept.
@@ -47,10 +48,11 @@ _NOTE_TIES = np.array([TIE_OTHER, TIE_OFF], np.int8)   # a bar's note-ons, then 
 @dataclass(frozen=True)
 class BarJob:
     bar: int                 # the bar to render
-    played: NoteArray        # the window that just closed, in steps from the previous bar's start
+    played: NoteArray        # the window that just closed, in steps from the previous window's start
     controls: Controls
     timeline: Timeline       # seconds <-> quarters when the job was made
     reset: bool = False      # forget the groove first (mode or preset change)
+    position: int | None = None   # one code position of the bar (a beat), not the whole bar
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,9 @@ class Engine:
         self.last_error = ""
         self.compute_s = np.full(TIMING_RING, np.nan)   # seconds per render(), ring
         self._n_rendered = 0
-        self._next_bar: int | None = None
-        self._first_bar: int | None = None
+        self._next: int | None = None            # the next job, counted in jobs of _job_q from the song start
+        self._job_q = self.bar_q                  # quarters one job covers: a bar, or a code position
+        self._first: tuple | None = None          # (bar, position) of the first job since the start
         self._reset = False
         self._new_composer: Composer | None = None
         self._new_channel: int | None = None
@@ -188,7 +191,8 @@ class Engine:
                     self.buffer.pedal(q, data[2] >= 64)
                 return None
             new = apply_cc(self.controls, data[1], data[2])
-            changed_mode = new.mode != self.controls.mode or new.follow != self.controls.follow
+            changed_mode = (new.mode, new.follow, new.latency) != (self.controls.mode, self.controls.follow,
+                                                                   self.controls.latency)
             self.controls = new
             if changed_mode:
                 self._reset = True
@@ -213,7 +217,7 @@ class Engine:
             return RETIME if f.running else None
         if status == 0xFA or status == 0xFB:
             f.feed("start" if status == 0xFA else "continue", t)
-            self._next_bar = None                  # due() picks the bar from the expected position
+            self._next = self._first = None        # due() picks the bar from the expected position
             return None
         if status == 0xFC:
             f.feed("stop", t)
@@ -230,30 +234,42 @@ class Engine:
         return None
 
     def _stopped(self) -> str:
-        self._next_bar = None
+        self._next = self._first = None
         self.buffer.clear()
         return PANIC
 
+    def job_quarters(self, c: Controls) -> float:
+        """Quarter notes one job covers: a bar; or, when simplify / echo answer each beat on the next
+        (``latency="beat"``), one code position (a beat for one-beat atoms)."""
+        if c.latency == "beat" and c.mode in ("simplify", "echo"):
+            return self.bar_q / self.composer.positions
+        return self.bar_q
+
     def due(self, now: float) -> list[BarJob]:
-        """Bars whose input window has closed by ``now``, ready for the worker."""
+        """Jobs (bars, or beats) whose input window has closed by ``now``, ready for the worker."""
         tl = self.timeline
         if tl is None:
             return []
-        if self._next_bar is None:
-            self._next_bar = math.ceil((self.position(now) - self.half_q) / self.bar_q - 1e-9)
-            self._first_bar = self._next_bar
+        job_q = self.job_quarters(self.controls)
+        if self._next is None or job_q != self._job_q:      # started, or the job length changed
+            self._job_q = job_q
+            self._next = max(0, math.ceil((self.position(now) - self.half_q) / job_q - 1e-9))   # not before the start
+        per_bar = round(self.bar_q / job_q)
         jobs = []
         while True:
-            b = self._next_bar
-            close_q = b * self.bar_q - self.half_q
+            n = self._next
+            close_q = n * job_q - self.half_q
             if tl.time_of(close_q) > now:
                 return jobs
-            played = self.buffer.take(close_q - self.bar_q, close_q, (b - 1) * self.bar_q, self.spq)
-            self._next_bar = b + 1
-            if tl.time_of(b * self.bar_q + self.half_q) < now:   # already half a step in: drop it
+            played = self.buffer.take(close_q - job_q, close_q, (n - 1) * job_q, self.spq)
+            self._next = n + 1
+            if tl.time_of(n * job_q + self.half_q) < now:      # already half a step in: drop it
                 self.dropped += 1
                 continue
-            jobs.append(BarJob(b, played, self.controls, tl, self._reset))
+            bar, position = (n, None) if per_bar == 1 else divmod(n, per_bar)
+            if self._first is None:
+                self._first = (bar, position)
+            jobs.append(BarJob(bar, played, self.controls, tl, self._reset, position))
             self._reset = False
 
     # -- worker ---------------------------------------------------------------------------------
@@ -270,28 +286,31 @@ class Engine:
                 self._ons.clear()
                 self._offs.clear()
             self.composer.reset()
-        notes = self.composer.compose(job.bar, job.played, job.controls)
+        notes = self.composer.compose(job.bar, job.played, job.controls, job.position)
         batch = self._batch(job, notes)
         self.compute_s[self._n_rendered % TIMING_RING] = time.perf_counter() - t0
         self._n_rendered += 1
         return batch
 
     def _batch(self, job: BarJob, notes: NoteArray) -> Batch:
-        bar_q0 = job.bar * self.bar_q
+        q0, span_q = job.bar * self.bar_q, self.bar_q
+        if job.position is not None:
+            span_q = self.bar_q / self.composer.positions
+            q0 += job.position * span_q
         n = len(notes)
         positions = np.empty(2 * n)
         np.divide(notes.start, self.spq, out=positions[:n])
         np.divide(notes.end, self.spq, out=positions[n:])
-        positions += bar_q0
+        positions += q0
         pitches = notes.pitch.tolist()
         msgs = [self._note_on(p, v) for p, v in zip(pitches, notes.velocity.tolist())]
         msgs += [self._note_off(p) for p in pitches]
         ties = np.repeat(_NOTE_TIES, n)
         if self.send_clock:
-            ticks = bar_q0 + np.arange(round(self.bar_q * PPQN)) / PPQN
+            ticks = q0 + np.arange(round(span_q * PPQN)) / PPQN
             clock = [self._cached("clock")] * len(ticks)
-            if job.bar == self._first_bar:
-                clock, ticks = [self._cached("start")] + clock, np.concatenate([[bar_q0], ticks])
+            if (job.bar, job.position) == self._first:
+                clock, ticks = [self._cached("start")] + clock, np.concatenate([[q0], ticks])
             msgs, positions = clock + msgs, np.concatenate([ticks, positions])
             ties = np.concatenate([np.full(len(ticks), TIE_REALTIME, np.int8), ties])
         return Batch.build(job.timeline.time_of(positions), positions, msgs, ties)

@@ -5,6 +5,7 @@ and exit with code 2; a port that disappears while running stops the engine, sil
 """
 from __future__ import annotations
 
+import faulthandler
 import gc
 import signal
 import sys
@@ -81,6 +82,9 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
         follow: bool = typer.Option(
             False, "--follow", help="generate: answer what is played with a variation of it"),
         keep: int = typer.Option(8, help="simplify / follow: atoms kept per bar"),
+        latency: str = typer.Option(
+            "bar", help="simplify / echo: 'bar' plays each bar on the next bar, 'beat' each beat on the "
+                        "next beat (one-beat atoms; keep counts per beat as keep / beats)"),
         density: float = typer.Option(
             1.0, help="generate: atoms per beat (1: one whole-beat atom, as the meter prior counts them)"),
         variation: float = typer.Option(0.2, help="generate: 0..1"),
@@ -112,7 +116,7 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
             first = bank[0]
             controls = Controls(mode=mode or default_mode(first.model.codec), follow=follow, keep=keep,
                                 density=density, variation=variation, seed=seed, fill_every=fill_every,
-                                quantize=quantize)
+                                quantize=quantize, latency=latency)
         except ValueError as e:
             raise UsageError(str(e)) from None
         return session(first.model, controls, None if sync else bpm, meter_, first.channel, port, out,
@@ -195,6 +199,9 @@ def codec_name(model) -> str:
 def main(argv: list[str] | None = None, load: Callable[[str], object] = load_model) -> None:
     """Entry point of ``sidl-live``; ``load`` is injectable so tests can run the real CLI on a stand-in."""
     app = build_app(load)
+    if hasattr(signal, "SIGUSR1"):
+        # `kill -USR1 PID` prints every thread's stack to stderr: what to attach to a report of a hang.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         code = app(args=argv, standalone_mode=False, prog_name="sidl-live")
     except (PortError, UsageError) as e:

@@ -81,6 +81,29 @@ def test_echo_plays_the_played_bar_on_the_next_bar(drums, gmd_bars):
         assert all(step in {s for s, _ in want} for step, _ in got)
 
 
+def test_beat_latency_echo_plays_each_played_beat_on_the_next_beat(gmd_bars):
+    """The shipped drums-gmd preset (one-beat atoms): real GMD beats come back one beat later, on
+    their steps; a CC back to bar latency re-aligns the jobs on the next bar line."""
+    from sidl.realtime.drums import PITCH_TO_CLASS
+    from sidl.realtime.preset import load_preset
+    e = internal_engine(load_preset("drums-gmd"), Controls(mode="echo", quantize=True, latency="beat"))
+    step_s = BAR_S_120 / 16
+    played, want = [], set()
+    for b, bar in enumerate(gmd_bars[:2]):
+        for s, p, v in zip(bar.start, bar.pitch, bar.velocity):
+            t = 1.0 + b * BAR_S_120 + s * step_s
+            played += [(t, [0x99, int(p), int(v)]), (t + 0.05, [0x89, int(p), 0])]
+            want.add((16 * b + int(np.floor(s + 0.5)) + 4, int(PITCH_TO_CLASS[p])))   # one beat later
+    batches = run_bars(e, 1.0 + 2 * BAR_S_120 + 0.4, played=played)
+    assert [(j.bar, j.position) for _, j, _ in batches] == [(b, p) for b in range(3) for p in range(4)][:9]
+    got = {(round((t - 1.0) / step_s), int(PITCH_TO_CLASS[m.note])) for _, _, batch in batches
+           for t, m in note_events(batch)}
+    assert len(got & want) >= 0.95 * len(want) and len(got - want) <= 0.05 * len(got)
+    assert e.feed(1.0 + 2 * BAR_S_120 + 0.6, [0xB9, 27, 0]) == PANIC   # back to whole bars
+    assert e.due(1.0 + 2 * BAR_S_120 + 0.7) == []                      # bar 2's rest is silent
+    assert [(j.bar, j.position) for j in e.due(1.0 + 3 * BAR_S_120)] == [(3, None)]
+
+
 def test_send_clock_adds_start_and_24_ticks_per_quarter(drums):
     e = internal_engine(drums, send_clock=True)
     batches = run_bars(e, 1.0 + 2 * BAR_S_120)

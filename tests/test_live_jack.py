@@ -189,6 +189,39 @@ def test_simplify_plays_fewer_notes_keeping_the_strongest(jack_server, piano):
         assert all((p, v) in set(zip(played.pitch.tolist(), played.velocity.tolist())) for p, v in got)
 
 
+def test_beat_latency_simplify_answers_each_played_beat_on_the_next(jack_server):
+    """The shipped piano-pop909 preset with --latency beat semantics: two real POP909 bars played
+    into `sidl in`; what comes out of each beat was played in the beat before it, two atoms a beat."""
+    from sidl.realtime.midifile import load_midi, read_score
+    from sidl.realtime.preset import load_preset
+    from conftest import DATA
+    score = read_score(load_midi(DATA / "pop909" / "POP909" / "001" / "001.mid"))
+    bpm = 120.0
+    q_s = 60 / bpm
+    start = time.perf_counter() + 0.3
+    controls = Controls(mode="simplify", keep=8, quantize=True, latency="beat")
+    with engine_on_jack(load_preset("piano-pop909"), controls, clock=InternalClock(bpm, start_s=start)) as (eng, client):
+        src = score.notes.window(32.0, 40.0)
+        times, msgs = [], []
+        for s, e, p, v in zip(src.start, src.end, src.pitch, src.velocity):
+            times += [start + s * q_s, start + min(e, s + 1.0) * q_s - 0.005]
+            msgs += [mido.Message("note_on", note=int(p), velocity=int(v)), mido.Message("note_off", note=int(p))]
+        client.play(times, msgs)
+        time.sleep(start + 9 * q_s - time.perf_counter() + 0.1)
+        rec = client.recorded()
+    ons, balanced = notes_of(rec)
+    assert balanced and ons
+    beats = np.floor((np.array([t for t, _, _ in ons]) - start) / q_s + 0.01).astype(int)
+    assert beats.min() >= 1 and beats.max() <= 8       # nothing before the first beat was played
+    answered = 0
+    for j in range(1, 9):
+        out = {p for (_, p, _), b in zip(ons, beats) if b == j}
+        before = set(src.select((src.start >= j - 1.125) & (src.start < j - 0.125)).pitch.tolist())
+        answered += len(out & before)
+        assert len(out) <= max(len(before), 1) + 2     # simplified: about two atoms' notes
+    assert answered >= 0.7 * len(ons)                  # what it plays was played in the beat before
+
+
 def _wait_for(pred, timeout):
     deadline = time.monotonic() + timeout
     while not pred():
@@ -207,10 +240,21 @@ def _spawn_live(*args, shipped=False):
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def _exited(proc, timeout=10.0) -> str:
+    """stderr once ``proc`` has exited; if it hangs instead, fail with every thread's stack."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)               # sidl-live dumps its stacks (faulthandler)
+        time.sleep(0.5)
+        proc.kill()
+        pytest.fail(f"sidl-live did not exit within {timeout} s:\n{proc.communicate()[1][-6000:]}")
+
+
 def _terminate(proc) -> str:
     """SIGTERM, as Ctrl-C or a service manager sends it; stderr once it has exited."""
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=5)
+    err = _exited(proc)
     time.sleep(0.05)                                   # the last note-offs cross JACK
     return err
 
@@ -229,8 +273,7 @@ def test_sigterm_leaves_nothing_sounding_with_existing_ports(jack_server):
         assert proc.poll() is None, proc.stderr.read()
         subprocess.run(["jack_connect", "sidl-out:sidl out", "sidl-test-dump:input"], check=True)
         time.sleep(0.9)                                # a bar and a half at 240 BPM
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=5)
+        err = _terminate(proc)
         assert proc.returncode == 0, err
         assert "first bar ready" in err
         time.sleep(0.05)
@@ -262,7 +305,7 @@ def test_a_disappearing_port_stops_and_silences(jack_server):
         assert _wait_for(lambda: sink.poll() or proc.poll() is not None, 5.0), "no output"
     finally:
         sink.close()                                   # the port goes away under sidl-live
-    _, err = proc.communicate(timeout=5)
+    err = _exited(proc)
     assert proc.returncode == 1
     assert "'sidl-test-sink:sidl in' disappeared; stopped and silenced" in err
 
@@ -288,7 +331,7 @@ def test_the_jack_server_going_away_stops_sidl_live(jack_server):
         assert "ports open" in line, line + proc.stderr.read()
         jackd.terminate()
         jackd.wait(timeout=5)
-        _, err = proc.communicate(timeout=5)
+        err = _exited(proc)
     finally:
         jackd.kill()
     assert proc.returncode == 1
@@ -317,8 +360,7 @@ def test_follows_a_real_jack_midi_clock_client(jack_server):
             got = rec.drain()
         finally:
             rec.close()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=5)
+        err = _terminate(proc)
         assert proc.returncode == 0, err
     finally:
         mclk.terminate()
