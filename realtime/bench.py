@@ -3,7 +3,7 @@
 Prints one table:
 
 * compute per bar on the live path (``Engine.render``: encode -> edit -> decode -> timed batch),
-  p50/p99, for each mode;
+  p50/p99, for each mode (with ``--latency beat``: per beat);
 * output onset error against the ideal grid through JACK: notes recorded by a second JACK client,
   compared with the engine's own grid (internal clock) and with the grid of a MIDI clock we send
   it (``--sync``);
@@ -67,14 +67,21 @@ def compute_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     clock = InternalClock(120.0)
     out = {}
-    modes = ["generate", "generate --follow", "simplify", "echo"]
+    modes = ["generate", "generate --follow", "simplify", "echo", "simplify --latency beat"]
     for mode in modes:
-        eng = Engine(model, Controls(mode=mode.split()[0], follow="follow" in mode),   # sidl-live's defaults
-                     channel=9, clock=clock)
+        per_beat = "beat" in mode
+        eng = Engine(model, Controls(mode=mode.split()[0], follow="follow" in mode,   # sidl-live's defaults
+                                     latency="beat" if per_beat else "bar"), channel=9, clock=clock)
         played = [random_bar(rng, model.codec) for _ in range(16)]
+        positions, stride = eng.composer.positions, eng.composer.stride
         times = []
         for b in range(n_bars + 20):
-            job = BarJob(b, played[b % 16], eng.controls, clock.timeline)
+            if per_beat:                          # one job per code position: that beat's notes
+                bar, pos = divmod(b, positions)
+                job = BarJob(bar, played[bar % 16].window(pos * stride, (pos + 1) * stride), eng.controls,
+                             clock.timeline, position=pos)
+            else:
+                job = BarJob(b, played[b % 16], eng.controls, clock.timeline)
             t0 = time.perf_counter()
             eng.render(job)
             times.append(time.perf_counter() - t0)
@@ -208,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     rows = []
     for mode, secs in compute_per_bar(model, args.bars).items():
-        rows.append((f"compute per bar, {mode}", _ms(secs, 50), _ms(secs, 99), f"{len(secs)} bars"))
+        unit = "beats" if "beat" in mode else "bars"
+        rows.append((f"compute per {unit[:-1]}, {mode}", _ms(secs, 50), _ms(secs, 99), f"{len(secs)} {unit}"))
     if not jack_running():
         print("onset error and startup need a JACK server: jackd -d dummy -r 48000 -p 64 & "
               "(or .ci/setup-jack.sh); measuring compute only")

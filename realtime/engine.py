@@ -303,8 +303,9 @@ class Engine:
         np.divide(notes.end, self.spq, out=positions[n:])
         positions += q0
         pitches = notes.pitch.tolist()
-        msgs = [self._note_on(p, v) for p, v in zip(pitches, notes.velocity.tolist())]
-        msgs += [self._note_off(p) for p in pitches]
+        ons, offs = self._ons, self._offs
+        msgs = [ons.get(p << 7 | v) or self._note_on(p, v) for p, v in zip(pitches, notes.velocity.tolist())]
+        msgs += [offs.get(p) or self._note_off(p) for p in pitches]
         ties = np.repeat(_NOTE_TIES, n)
         if self.send_clock:
             ticks = q0 + np.arange(round(span_q * PPQN)) / PPQN

@@ -69,7 +69,7 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
         backend: Optional[str] = typer.Option(
             None, help="jack, alsa, coremidi, winmm or a mido backend name; default: automatic"),
         preset: list[str] = typer.Option(
-            [DEFAULT_PRESET], help="preset name or folder; repeat it to load several, and MIDI "
+            [DEFAULT_PRESET], metavar="NAME", help="preset name or folder; repeat it to load several, and MIDI "
                                    "Program Change 1, 2, ... switches between them live"),
         mode: Optional[str] = typer.Option(
             None, help="generate | simplify | echo; default: generate for drums, simplify for piano"),
