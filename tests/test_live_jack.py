@@ -98,6 +98,15 @@ def notes_of(recorded):
     return ons, all(v <= 0 for v in balance.values())
 
 
+def play_notes(client, notes, start, q_s):
+    """Play ``notes`` (timed in quarters) from ``start``, each held at most a quarter, as a pianist would."""
+    times, msgs = [], []
+    for s, e, p, v in zip(notes.start, notes.end, notes.pitch, notes.velocity):
+        times += [start + s * q_s, start + min(e, s + 1.0) * q_s - 0.005]
+        msgs += [mido.Message("note_on", note=int(p), velocity=int(v)), mido.Message("note_off", note=int(p))]
+    client.play(times, msgs)
+
+
 def grid_error(t, t0, step_s):
     k = np.round((np.asarray(t) - t0) / step_s)
     return np.asarray(t) - (t0 + k * step_s), k.astype(int)
@@ -171,11 +180,7 @@ def test_simplify_plays_fewer_notes_keeping_the_strongest(jack_server, piano):
     with engine_on_jack(piano, Controls(mode="simplify", keep=keep, quantize=True),
                         clock=InternalClock(bpm, start_s=start)) as (eng, client):
         src = score.notes.window(32.0, 40.0)           # two real bars of POP909, played into bars 0-1
-        times, msgs = [], []
-        for s, e, p, v in zip(src.start, src.end, src.pitch, src.velocity):
-            times += [start + s * q_s, start + min(e, s + 1.0) * q_s - 0.005]
-            msgs += [mido.Message("note_on", note=int(p), velocity=int(v)), mido.Message("note_off", note=int(p))]
-        client.play(times, msgs)
+        play_notes(client, src, start, q_s)
         time.sleep(start + 3 * 4 * q_s - time.perf_counter() + 0.1)
         rec = client.recorded()
     ons, balanced = notes_of(rec)
@@ -202,11 +207,7 @@ def test_beat_latency_simplify_answers_each_played_beat_on_the_next(jack_server)
     controls = Controls(mode="simplify", keep=8, quantize=True, latency="beat")
     with engine_on_jack(load_preset("piano-pop909"), controls, clock=InternalClock(bpm, start_s=start)) as (eng, client):
         src = score.notes.window(32.0, 40.0)
-        times, msgs = [], []
-        for s, e, p, v in zip(src.start, src.end, src.pitch, src.velocity):
-            times += [start + s * q_s, start + min(e, s + 1.0) * q_s - 0.005]
-            msgs += [mido.Message("note_on", note=int(p), velocity=int(v)), mido.Message("note_off", note=int(p))]
-        client.play(times, msgs)
+        play_notes(client, src, start, q_s)
         time.sleep(start + 9 * q_s - time.perf_counter() + 0.1)
         rec = client.recorded()
     ons, balanced = notes_of(rec)
