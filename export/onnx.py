@@ -143,11 +143,10 @@ class SparseDecoder(nn.Module):
     def forward(self, idx: torch.Tensor, val: torch.Tensor):
         # sparse_decode's sum, written time-major so the graph needs no transposes: the atoms as
         # (A, L*C) rows (a constant onnxruntime folds at load), gathered, scaled, summed over k.
-        K, P = idx.shape
         A, C, L = self.atoms.stored.shape
         rows = self.atoms().permute(0, 2, 1).reshape(A, L * C)
-        g = rows.index_select(0, idx.reshape(-1)) * val.reshape(-1, 1)
-        y = g.reshape(K, P * L, C).sum(0)                            # (T, C)
+        g = rows.index_select(0, idx.reshape(-1)) * val.reshape(-1, 1)   # (K*P, L*C)
+        y = g.reshape(idx.shape[0], -1).sum(0).reshape(-1, C)           # (T, C)
         return read_out(y, self.roles, self.feel_prior, channel_axis=1)
 
 
