@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from sidl.realtime.grid import Codec
-from sidl.training.pursuit import channel_roles, pursuit, read_out
+from sidl.training.pursuit import channel_roles, pursuit, read_out, sparse_decode
 
 OPSET = 18
 ATOM_DTYPES = ("float32", "float16", "int8")
@@ -141,12 +141,7 @@ class SparseDecoder(nn.Module):
         self.register_buffer("feel_prior", None if feel_prior is None else feel_prior.detach().float().clone())
 
     def forward(self, idx: torch.Tensor, val: torch.Tensor):
-        # sparse_decode's sum, written time-major so the graph needs no transposes: the atoms as
-        # (A, L*C) rows (a constant onnxruntime folds at load), gathered, scaled, summed over k.
-        A, C, L = self.atoms.stored.shape
-        rows = self.atoms().permute(0, 2, 1).reshape(A, L * C)
-        g = rows.index_select(0, idx.reshape(-1)) * val.reshape(-1, 1)   # (K*P, L*C)
-        y = g.reshape(idx.shape[0], -1).sum(0).reshape(-1, C)           # (T, C)
+        y = sparse_decode(idx[None], val[None], self.atoms())[0]     # (T, C)
         return read_out(y, self.roles, self.feel_prior, channel_axis=1)
 
 

@@ -53,6 +53,8 @@ class BarJob:
     timeline: Timeline       # seconds <-> quarters when the job was made
     reset: bool = False      # forget the groove first (mode or preset change)
     position: int | None = None   # one code position of the bar (a beat), not the whole bar
+    composer: Composer | None = None   # with reset: the worker switches to this composer (a preset change)...
+    channel: int | None = None    # ...and to this output channel
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,7 @@ class Engine:
                  bank: tuple[BankEntry, ...] = ()):
         if not 0 <= channel <= 15:
             raise ValueError("channel must be in range 0..15")
-        self.bank = bank                          # Program Change n selects bank[n]
         self.composer = Composer(model, meter)
-        self.codec = self.composer.codec
         self.controls = controls
         self.channel = channel
         self.internal = clock
@@ -139,6 +139,10 @@ class Engine:
         self.bar_q = bar_quarters(*meter)
         self.spq = self.codec.steps_per_beat      # grid steps per quarter note
         self.half_q = 0.5 / self.spq             # the input window closes this early
+        # Program Change n selects bank[n]: each preset is checked and its composer built now, so a
+        # switch on the conductor only hands the worker a ready composer.
+        self._bank: tuple[tuple[BankEntry, Composer], ...] = ()
+        self._bank = tuple((e, self._composer_for(e.model)) for e in bank)
         self.buffer = BarBuffer()
         self.dropped = 0                          # bars skipped because we were late
         self.failed = 0                           # bars whose composing raised (see last_error)
@@ -149,11 +153,15 @@ class Engine:
         self._job_q = self.bar_q                  # quarters one job covers: a bar, or a code position
         self._first: tuple | None = None          # (bar, position) of the first job since the start
         self._reset = False
-        self._new_composer: Composer | None = None
+        self._new_composer: Composer | None = None     # a change the next job carries to the worker
         self._new_channel: int | None = None
-        self._msg_cache: dict = {}               # clock, start
+        self._clock_msg, self._start_msg = mido.Message("clock"), mido.Message("start")
         self._ons: dict[int, mido.Message] = {}
         self._offs: dict[int, mido.Message] = {}
+
+    @property
+    def codec(self):
+        return self.composer.codec
 
     @property
     def timeline(self) -> Timeline | None:
@@ -201,9 +209,9 @@ class Engine:
 
     def _program(self, number: int) -> str | None:
         """Program Change: switch to the bank's preset ``number`` (others are ignored)."""
-        if number >= len(self.bank):
+        if number >= len(self._bank):
             return None
-        entry = self.bank[number]
+        entry, _ = self._bank[number]
         mode = entry.mode or default_mode(entry.model.codec)
         return self.change(model=entry.model, controls=replace(self.controls, mode=mode),
                            channel=entry.channel)
@@ -242,8 +250,13 @@ class Engine:
         """Quarter notes one job covers: a bar; or, when simplify / echo answer each beat on the next
         (``latency="beat"``), one code position (a beat for one-beat atoms)."""
         if c.latency == "beat" and c.mode in ("simplify", "echo"):
-            return self.bar_q / self.composer.positions
+            return self.position_q
         return self.bar_q
+
+    @property
+    def position_q(self) -> float:
+        """Quarter notes one code position lasts (a beat for one-beat atoms)."""
+        return self.bar_q / self.composer.positions
 
     def due(self, now: float) -> list[BarJob]:
         """Jobs (bars, or beats) whose input window has closed by ``now``, ready for the worker."""
@@ -269,20 +282,19 @@ class Engine:
             bar, position = (n, None) if per_bar == 1 else divmod(n, per_bar)
             if self._first is None:
                 self._first = (bar, position)
-            jobs.append(BarJob(bar, played, self.controls, tl, self._reset, position))
-            self._reset = False
+            jobs.append(BarJob(bar, played, self.controls, tl, self._reset, position,
+                               self._new_composer, self._new_channel))
+            self._reset, self._new_composer, self._new_channel = False, None, None
 
     # -- worker ---------------------------------------------------------------------------------
     def render(self, job: BarJob) -> Batch:
         """Compose bar ``job.bar`` and time it: the compute on the live path, measured."""
         t0 = time.perf_counter()
         if job.reset:
-            new, self._new_composer = self._new_composer, None
-            if new is not None:
-                self.composer = new                 # a preset change, made on this thread
-                self.codec = new.codec
-            if self._new_channel is not None:
-                self.channel, self._new_channel = self._new_channel, None
+            if job.composer is not None:
+                self.composer = job.composer        # a preset change, made on this thread
+            if job.channel is not None:
+                self.channel = job.channel
                 self._ons.clear()
                 self._offs.clear()
             self.composer.reset()
@@ -295,7 +307,7 @@ class Engine:
     def _batch(self, job: BarJob, notes: NoteArray) -> Batch:
         q0, span_q = job.bar * self.bar_q, self.bar_q
         if job.position is not None:
-            span_q = self.bar_q / self.composer.positions
+            span_q = self.position_q
             q0 += job.position * span_q
         n = len(notes)
         positions = np.empty(2 * n)
@@ -309,9 +321,9 @@ class Engine:
         ties = np.repeat(_NOTE_TIES, n)
         if self.send_clock:
             ticks = q0 + np.arange(round(span_q * PPQN)) / PPQN
-            clock = [self._cached("clock")] * len(ticks)
+            clock = [self._clock_msg] * len(ticks)
             if (job.bar, job.position) == self._first:
-                clock, ticks = [self._cached("start")] + clock, np.concatenate([[q0], ticks])
+                clock, ticks = [self._start_msg] + clock, np.concatenate([[q0], ticks])
             msgs, positions = clock + msgs, np.concatenate([ticks, positions])
             ties = np.concatenate([np.full(len(ticks), TIE_REALTIME, np.int8), ties])
         return Batch.build(job.timeline.time_of(positions), positions, msgs, ties)
@@ -330,20 +342,24 @@ class Engine:
             m = self._offs[pitch] = mido.Message("note_off", channel=self.channel, note=pitch, velocity=0)
         return m
 
-    def _cached(self, type_: str) -> mido.Message:
-        m = self._msg_cache.get(type_)
-        if m is None:
-            m = self._msg_cache[type_] = mido.Message(type_)
-        return m
+    def _composer_for(self, model: BarModel) -> Composer:
+        """A composer for ``model`` in our meter: ours or the bank's, or a new one (same grid only)."""
+        if self.composer.model is model:
+            return self.composer
+        for entry, composer in self._bank:
+            if entry.model is model:
+                return composer
+        if model.codec.steps_per_beat != self.spq:
+            raise ValueError(f"{getattr(model, 'name', model.codec.name)} has {model.codec.steps_per_beat} "
+                             f"steps per beat, not {self.spq}: presets played together must share a grid")
+        return Composer(model, (self.codec.beats_per_bar, self.codec.beat_unit))
 
     def change(self, *, model: BarModel | None = None, controls: Controls | None = None,
                channel: int | None = None) -> str:
         """Swap the preset, the controls or the output channel; the caller panics (every note-on
         gets its note-off). The model and channel are swapped in by the worker, at its next bar."""
-        if model is not None:     # built here (errors reach the caller)
-            if model.codec.steps_per_beat != self.spq:
-                raise ValueError("a preset change must keep the grid (steps per beat)")
-            self._new_composer = Composer(model, (self.codec.beats_per_bar, self.codec.beat_unit))
+        if model is not None:     # built or found here (errors reach the caller)
+            self._new_composer = self._composer_for(model)
         if channel is not None:
             if not 0 <= channel <= 15:
                 raise ValueError("channel must be in range 0..15")

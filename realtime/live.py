@@ -111,8 +111,6 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
             InternalClock(bpm, *meter_)          # validates the tempo before anything loads
             bank = tuple(BankEntry(m, mode, (channel - 1) if channel is not None else default_channel(m.codec))
                          for m in (load(name) for name in preset))
-            if len({e.model.codec.steps_per_beat for e in bank}) > 1:
-                raise UsageError("presets loaded together must share a grid (steps per beat)")
             first = bank[0]
             controls = Controls(mode=mode or default_mode(first.model.codec), follow=follow, keep=keep,
                                 density=density, variation=variation, seed=seed, fill_every=fill_every,

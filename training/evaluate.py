@@ -35,8 +35,8 @@ def encode_decode(model, codec: Codec, x: np.ndarray, k: int, encoder: str = "pu
     step = max(1, int(chunk_elements // (A * int(classify.sum()) * L))) * L
     for s in range(0, xt.shape[-1], step):
         idx, val = pursuit(xt[..., s:s + step], model.atoms, torch.tensor(k), k, classify, roles)
-        outs.append(read_out(sparse_decode(idx, val, model.atoms), roles, model.feel_prior))
-    return torch.cat(outs, -1)[0].T[:T].numpy()
+        outs.append(read_out(sparse_decode(idx, val, model.atoms), roles, model.feel_prior, channel_axis=2))
+    return torch.cat(outs, 1)[0, :T].numpy()
 
 
 @torch.no_grad()

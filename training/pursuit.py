@@ -70,12 +70,6 @@ def to_patches(x: torch.Tensor, length: int) -> torch.Tensor:
     return x.reshape(B, C, P, length).permute(0, 2, 1, 3).reshape(B * P, C * length)
 
 
-def from_patches(p: torch.Tensor, batch: int, channels: int, length: int) -> torch.Tensor:
-    """(B*P, C*L) -> (B, C, P*L)."""
-    P = p.shape[0] // batch
-    return p.reshape(batch, P, channels, length).permute(0, 2, 1, 3).reshape(batch, channels, P * length)
-
-
 def _errors(pred: torch.Tensor, target: torch.Tensor, argmax: bool, length: int) -> torch.Tensor:
     """Wrong decisions per candidate. pred (N, A, Lc) real, target (N, Lc) real -> (N, A)."""
     if argmax:
@@ -193,15 +187,17 @@ def _refit(X: torch.Tensor, Ds: torch.Tensor, a: torch.Tensor, sweeps: int, clip
 
 
 def sparse_decode(idx: torch.Tensor, val: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
-    """(B, K, P) atom indices and amplitudes -> (B, C, P*L) linear sum of atoms (tiling, hop == L).
+    """(B, K, P) atom indices and amplitudes -> (B, P*L, C) linear sum of atoms (tiling, hop == L).
 
     Gathers only the K winning atoms per position, so the cost grows with K, not the dictionary.
+    Time-major, as the live path reads a bar: the exported decoder needs no transposes (the atoms'
+    (A, L*C) rows are a constant that onnxruntime folds at load).
     """
-    B, K, P = idx.shape
+    B = idx.shape[0]
     A, C, L = atoms.shape
-    g = atoms.reshape(A, C * L).index_select(0, idx.reshape(-1)).reshape(B, K, P, C * L)
-    y = (val[..., None] * g).sum(1)                                # (B, P, C*L)
-    return from_patches(y.reshape(B * P, C * L), B, C, L)
+    rows = atoms.permute(0, 2, 1).reshape(A, L * C)                 # each atom: L steps of C channels
+    g = rows.index_select(0, idx.reshape(-1)) * val.reshape(-1, 1)   # (B*K*P, L*C)
+    return g.reshape(B, idx.shape[1], -1, C).sum(1)                 # (B, T, C)
 
 
 WEAK_HIT = 0.1   # below this summed hit strength the ratio is noise: read the channel's prior
@@ -209,13 +205,13 @@ WEAK_HIT = 0.1   # below this summed hit strength the ratio is noise: read the c
 
 def read_out(y: torch.Tensor, roles: ChannelRoles, prior: torch.Tensor | None = None,
              channel_axis: int = 1) -> torch.Tensor:
-    """Linear sum (B, C, T) -> codec array: hits as summed, feel = ratio to its hit.
+    """Linear sum (B, C, T), or any layout with C at ``channel_axis`` -> codec array: hits as
+    summed, feel = ratio to its hit.
 
     Where atoms barely sound at a hit channel, feel falls back to ``prior`` (C,), the channel's
     mean feel, so a near-miss still carries a sensible velocity. The codec ignores feel where no
     hit passes 0.5, so filling it everywhere changes no note. Written over all channels at once
     (each channel's hit channel is itself unless it is a feel channel): a handful of graph ops.
-    ``channel_axis``: where C is (the decoder graph reads out a (T, C) array: axis 1).
     """
     if not roles.feel:
         return y
