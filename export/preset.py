@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from sidl.realtime.grid import Codec
-from sidl.realtime.preset import ARCHIVE_SUFFIX, PRESET_FILES, SCHEMA_VERSION, check_name, describe_codec
+from sidl.realtime.preset import (ARCHIVE_SUFFIX, PRESET_FILES, SCHEMA_VERSION, check_name, describe_codec,
+                                  folder_bytes, replace_folder)
 from sidl.training.checkpoint import load_model, sidl_version
 from sidl.training.corpus import load_corpus
 
@@ -116,11 +117,11 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
         manifest["encoder"] = encoder
         manifest["export_check"] = {"onnxruntime_vs_torch": parity}
         (tmp / "preset.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        size = sum(f.stat().st_size for f in tmp.iterdir())
+        size = folder_bytes(tmp)
         budget = SIZE_BUDGET.get(codec.name)
         say(f"{size / 1000:.1f} kB on disk" + ("" if budget is None or size <= budget else
             f": OVER the {budget / 1000:.0f} kB target of {codec.name} presets (fewer atoms, or --atoms int8)"))
-        _replace_folder(tmp, target)
+        replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -161,20 +162,6 @@ def build_manifest(name, description, codec: Codec, cfg, k_live, atom_dtype, inf
         "files": {f: {"sha256": sha256_of(folder / f), "bytes": (folder / f).stat().st_size}
                   for f in PRESET_FILES},
     }
-
-
-def _replace_folder(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` to ``target``; an older preset there is swapped out, then removed."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old.exists():
-            os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_archive(folder, path) -> Path:

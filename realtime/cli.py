@@ -85,8 +85,7 @@ def export(
     folder = export_preset(run_dir, name, out or user_preset_dir(), description, archive=archive,
                            k_live=k_live, atom_dtype=atoms, max_positions=prior_positions,
                            log=lambda msg: typer.echo(f"  {msg}", err=True), encoder=encoder)
-    size = sum(f.stat().st_size for f in folder.iterdir())
-    typer.echo(f"{folder} ({size / 1000:.1f} kB)")
+    typer.echo(f"{folder} ({_kb(folder)})")
     if archive:
         typer.echo(str(folder.with_name(folder.name + ".sidl")))
 
@@ -102,7 +101,7 @@ def list_presets():
         try:
             m = read_manifest(folder)
             codec = manifest_codec(m, name)
-            a = m.get("atoms", {})
+            a = _section(m, "atoms")
             what = (f"{codec.name:<10} {a.get('count')} atoms x {a.get('length')} steps, "
                     f"k {m.get('k_live')}/{m.get('k_max')}, {_kb(folder)}")
         except PresetError as e:
@@ -123,9 +122,7 @@ def show(name: str = typer.Argument(..., help="preset name or folder")):
         status = f"ok (files match their sha256, graphs load and run; loaded in {load_ms:.0f} ms)"
     except PresetError as e:
         status = f"BROKEN: {e}"
-    corpus = m.get("corpus", {})
-    a = m.get("atoms", {})
-    mp = m.get("meter_prior", {})
+    corpus, a, mp = _section(m, "corpus"), _section(m, "atoms"), _section(m, "meter_prior")
     lines = [
         f"name        {m.get('name')}",
         f"description {m.get('description') or '-'}",
@@ -141,8 +138,8 @@ def show(name: str = typer.Argument(..., help="preset name or folder")):
         f"status      {status}",
         "files:",
     ]
-    lines += [f"  {f:<14} {v.get('bytes', 0):>9} B  sha256 {v.get('sha256', '')[:16]}…"
-              for f, v in m.get("files", {}).items()]
+    lines += [f"  {f:<14} {_section(m['files'], f).get('bytes', 0)!s:>9} B  "
+              f"sha256 {str(_section(m['files'], f).get('sha256') or '')[:16]}…" for f in _section(m, "files")]
     lines += ["metrics:"] + ["  " + line for line in json.dumps(m.get("metrics", {}), indent=2).splitlines()]
     typer.echo("\n".join(lines))
 
@@ -186,7 +183,14 @@ def export_atoms(name: str = typer.Argument(..., help="preset name or folder"),
 
 
 def _kb(folder: Path) -> str:
-    return f"{sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 1000:.1f} kB"
+    from .preset import folder_bytes
+    return f"{folder_bytes(folder) / 1000:.1f} kB"
+
+
+def _section(manifest: dict, key: str) -> dict:
+    """A manifest entry that should be an object; {} if a hand-edited file made it anything else."""
+    v = manifest.get(key)
+    return v if isinstance(v, dict) else {}
 
 
 if __name__ == "__main__":

@@ -395,12 +395,13 @@ def status_line(engine: Engine, scheduler: Scheduler, now: float) -> str:
 
 def run_live(engine: Engine, poll, scheduler: Scheduler, stop: threading.Event, *,
              watch=(), status=None, status_every_s: float = 0.25, clock=time.perf_counter,
-             on_first_bar=None) -> str | None:
+             on_first_bar=None, log=None) -> str | None:
     """Conduct until ``stop`` is set; returns why it ended early (a vanished port, a failed output).
 
     ``poll()`` returns the ``(t, raw bytes)`` that arrived since its last call; ``watch`` are ports with
     ``alive()``; ``status`` is a text stream for the one-line status (None: quiet);
-    ``on_first_bar()`` is called by the worker once the first bar is scheduled.
+    ``on_first_bar()`` is called by the worker once the first bar is scheduled; ``log`` (a text
+    stream, None: quiet) gets one line whenever composing a bar fails with a new error.
     The scheduler is silenced on the way out, whatever the reason.
     """
     jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -424,6 +425,7 @@ def run_live(engine: Engine, poll, scheduler: Scheduler, stop: threading.Event, 
     worker.start()
     next_status = clock()
     reason = None
+    logged = ""                                  # the last composing error written to ``log``
     try:
         while not stop.wait(POLL_S):
             retime = False
@@ -448,6 +450,12 @@ def run_live(engine: Engine, poll, scheduler: Scheduler, stop: threading.Event, 
                 if gone:
                     reason = f"MIDI port {gone[0]!r} disappeared"
                     break
+                why = engine.last_error.partition(": ")[2]      # without "bar N": once per kind of failure
+                if log is not None and why != logged:
+                    logged = why
+                    log.write(("\n" if status is not None else "") +
+                              f"sidl-live: a bar was dropped ({engine.last_error})\n")
+                    log.flush()
                 if status is not None:
                     status.write("\r" + status_line(engine, scheduler, now))
                     status.flush()

@@ -161,23 +161,26 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
             raise KeyboardInterrupt
         stop.set()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     scheduler = Scheduler(outp, latency_s=outp.latency_s).start()
     err = sys.stderr
-    waiting = "waiting for MIDI clock Start" if clock is None else f"{clock.bpm:g} BPM"
-    print(f"sidl-live: {controls.mode} on {codec_name(model)}, in {inp.name!r}, out {outp.name!r}, "
-          f"{waiting}; ports open in {(t_open - t_start) * 1e3:.0f} ms", file=err, flush=True)
-    if bank:
-        print("sidl-live: Program Change switches preset: " +
-              ", ".join(f"{i + 1} = {getattr(e.model, 'name', e.model.codec.name)}" for i, e in enumerate(bank)),
-              file=err, flush=True)
+    old = {}
     try:
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        waiting = "waiting for MIDI clock Start" if clock is None else f"{clock.bpm:g} BPM"
+        print(f"sidl-live: {controls.mode} on {codec_name(model)}, in {inp.name!r}, out {outp.name!r}, "
+              f"{waiting}; ports open in {(t_open - t_start) * 1e3:.0f} ms", file=err, flush=True)
+        if bank:
+            print("sidl-live: Program Change switches preset: " + ", ".join(
+                f"{i + 1} = {getattr(e.model, 'name', e.model.codec.name)}" for i, e in enumerate(bank)),
+                file=err, flush=True)
         reason = run_live(engine, inp.poll, scheduler, stop, watch=(inp, outp),
-                          status=err if err.isatty() else None,
+                          status=err if err.isatty() else None, log=err,
                           on_first_bar=lambda: print(f"sidl-live: first bar ready in "
                                                      f"{(time.perf_counter() - t_start) * 1e3:.0f} ms",
                                                      file=err, flush=True))
     finally:
+        for s in old:                # from here on a signal must not cut the silencing short
+            signal.signal(s, signal.SIG_IGN)
         scheduler.close()            # silences whatever is still sounding
         inp.close()
         outp.close()

@@ -267,9 +267,6 @@ class Preset:
                                        "val": np.ascontiguousarray(val.T, np.float32)})
         return y
 
-    def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
-
 
 def load_preset(name_or_path) -> Preset:
     """Find, verify (schema, codec, sha256 of every file) and open a preset for the live engine."""
@@ -287,7 +284,7 @@ def open_preset(folder: Path, label: str) -> Preset:
         k_max, k_live = int(manifest["k_max"]), int(manifest["k_live"])
     except (KeyError, TypeError, ValueError) as e:
         raise PresetError(label, f"preset.json lacks a valid {e} entry") from e
-    if codec.steps_per_bar % length or not 1 <= k_live <= k_max:
+    if n_atoms < 1 or length < 1 or codec.steps_per_bar % length or not 1 <= k_live <= k_max:
         raise PresetError(label, f"inconsistent manifest: atoms of {length} steps, k_live {k_live}, k_max {k_max}")
     data = read_verified(folder, manifest, label)
     usage, transitions, scale = read_prior(data["prior.npz"], n_atoms, codec.steps_per_bar // length, label)
@@ -324,14 +321,35 @@ def _unpack(archive_path: Path, into: Path, label: str) -> Path:
             members = safe_members(z, label)
             for m in members:
                 z.extract(m, into)
-    except zipfile.BadZipFile as e:
-        raise PresetError(label, f"not a preset archive ({e})") from e
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError) as e:
+        # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks
+        raise PresetError(label, f"not a readable preset archive ({e})") from e
     if (into / "preset.json").is_file():
         return into
     subs = [d for d in into.iterdir() if d.is_dir() and (d / "preset.json").is_file()]
     if len(subs) != 1:
         raise PresetError(label, "archive holds no single preset folder with a preset.json")
     return subs[0]
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the finished folder ``new`` at ``target``: a folder already there is moved aside, put
+    back if the move fails, and removed only once ``new`` is in place (export and install)."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old.exists():
+            os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files in a preset folder (what ``sidl presets`` and export report)."""
+    return sum(f.stat().st_size for f in Path(folder).iterdir() if f.is_file())
 
 
 def install_preset(path, dest: Path | None = None) -> Path:
@@ -342,9 +360,9 @@ def install_preset(path, dest: Path | None = None) -> Path:
     src = Path(os.fspath(path)).expanduser()
     label = src.name
     dest = Path(dest) if dest is not None else user_preset_dir()
-    dest.mkdir(parents=True, exist_ok=True)
     if not src.exists():
         raise PresetError(label, f"{src}: no such file or folder")
+    dest.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".install-", dir=dest))
     try:
         folder = _unpack(src, work / "unpacked", label) if src.is_file() else src
@@ -355,9 +373,7 @@ def install_preset(path, dest: Path | None = None) -> Path:
         for f in ("preset.json",) + PRESET_FILES:           # only what a preset holds
             shutil.copyfile(folder / f, staged / f)
         target = dest / name
-        if target.exists():
-            os.replace(target, work / ".replaced")
-        os.replace(staged, target)
+        replace_folder(staged, target)
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)

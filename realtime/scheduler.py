@@ -212,10 +212,14 @@ class Scheduler:
                 self.error = self.error or e
 
     def close(self) -> None:
-        """Stop the thread and always silence what is sounding."""
+        """Stop the thread and always silence what is sounding.
+
+        Silence first, then wait for the thread: an interrupt during the wait (a second Ctrl-C)
+        then leaves nothing sounding. The second panic covers a send that was in flight."""
         with self._cond:
             self._closed = True
             self._cond.notify()
+        self.panic()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
         self.panic()

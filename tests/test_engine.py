@@ -342,10 +342,12 @@ def test_run_live_drops_a_bar_that_fails_and_keeps_going(drums):
     e = Engine(Flaky(drums), Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start))
     stop = threading.Event()
     threading.Timer(start + 1.9 - time.perf_counter(), stop.set).start()    # three bars of 0.6 s
-    run_live(e, list, sched, stop)
+    log = io.StringIO()
+    run_live(e, list, sched, stop, log=log)
     sched.close()
     bar_of = [int((t - start) // 0.6) for t, m in out.sent if m.type == "note_on"]
     assert e.failed == 1 and "bar 1: RuntimeError: onnx says no" == e.last_error
+    assert log.getvalue() == "sidl-live: a bar was dropped (bar 1: RuntimeError: onnx says no)\n"
     assert 0 in bar_of and 1 not in bar_of and 2 in bar_of
     assert "failed 1" in status_line(e, sched, time.perf_counter())
 
