@@ -70,6 +70,7 @@ class Batch:
     times: np.ndarray       # (n,) float64, perf_counter seconds
     positions: np.ndarray   # (n,) float64, quarter notes since song start; NaN = never retimed
     messages: tuple         # (n,) mido.Message
+    ties: np.ndarray        # (n,) int8, each message's ``_order``: kept, so merging never recomputes it
 
     @classmethod
     def build(cls, times, positions, messages, ties=None) -> "Batch":
@@ -80,12 +81,13 @@ class Batch:
             raise ValueError("times, positions and messages must have equal length")
         if ties is None:
             ties = np.array([_order(m) for m in messages], np.int8)
+        ties = np.asarray(ties, np.int8)
         order = np.lexsort((ties, times))
-        return cls(times[order], positions[order], tuple([messages[i] for i in order.tolist()]))
+        return cls(times[order], positions[order], tuple([messages[i] for i in order.tolist()]), ties[order])
 
     @classmethod
     def empty(cls) -> "Batch":
-        return cls(np.zeros(0), np.zeros(0), ())
+        return cls(np.zeros(0), np.zeros(0), (), np.zeros(0, np.int8))
 
     def __len__(self) -> int:
         return len(self.times)
@@ -93,12 +95,12 @@ class Batch:
     def merged(self, other: "Batch") -> "Batch":
         return Batch.build(np.concatenate([self.times, other.times]),
                            np.concatenate([self.positions, other.positions]),
-                           self.messages + other.messages)
+                           self.messages + other.messages, np.concatenate([self.ties, other.ties]))
 
     def retimed(self, timeline: Timeline) -> "Batch":
         fixed = np.isnan(self.positions)
         times = np.where(fixed, self.times, timeline.time_of(self.positions))
-        return Batch.build(times, self.positions, self.messages)
+        return Batch.build(times, self.positions, self.messages, self.ties)
 
 
 class NoteTracker:
@@ -278,7 +280,7 @@ class Scheduler:
     def _remaining(self) -> Batch:
         p = self._pending
         i = self._i
-        return Batch(p.times[i:], p.positions[i:], p.messages[i:])
+        return Batch(p.times[i:], p.positions[i:], p.messages[i:], p.ties[i:])
 
     def _set_pending(self, batch: Batch) -> None:
         self._pending = batch
