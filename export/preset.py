@@ -74,7 +74,7 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
     cfg = model.cfg
     if not codec.is_grid:
         raise ValueError(f"{codec.name} has no bars: the live engine plays grid codecs only")
-    k_live = int(k_live or info.get("args", {}).get("k_live") or cfg.k_max)
+    k_live = cfg.k_max if k_live is None else int(k_live)
     if not 1 <= k_live <= cfg.k_max:
         raise ValueError(f"k_live must be in 1..{cfg.k_max}, got {k_live}")
     if atom_dtype == "auto":
@@ -152,7 +152,7 @@ def build_manifest(name, description, codec: Codec, cfg, k_live, atom_dtype, inf
                         "beat_unit": codec.beat_unit,
                         "positions_per_bar": codec.steps_per_bar // cfg.atom_length,
                         "counted_on": {"code_positions": prior.positions, "pieces": prior.pieces,
-                                       "k": cfg.k_max, "split": corpus.get("split")}},
+                                       "k": 1, "split": corpus.get("split")}},   # see export_preset
         "corpus": {"name": corpus.get("name"), "license": corpus.get("license"),
                    "split": corpus.get("split")},
         "model": cfg.to_dict(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -49,10 +50,11 @@ def state_arrays(model: torch.nn.Module) -> dict:
 def save_model(run_dir, model: TCNkWTA, codec: Codec, corpus: dict, args: dict) -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Weights first: run.json, written last, marks a finished run whose config matches model.npz.
+    _atomic_savez(run_dir / "model.npz", state_arrays(model))
     write_json_atomic(run_dir / "run.json", {"codec": codec.to_dict(), "model": model.cfg.to_dict(),
                                              "corpus": corpus, "args": args,
                                              "sidl_version": sidl_version()})
-    _atomic_savez(run_dir / "model.npz", state_arrays(model))
 
 
 def load_model(run_dir) -> tuple[TCNkWTA, Codec, dict]:
@@ -60,11 +62,16 @@ def load_model(run_dir) -> tuple[TCNkWTA, Codec, dict]:
     for name in ("run.json", "model.npz"):
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir}: not a finished training run (no {name})")
-    info = json.loads((run_dir / "run.json").read_text())
-    model = TCNkWTA(ModelConfig.from_dict(info["model"]))
-    with np.load(run_dir / "model.npz", allow_pickle=False) as z:
-        model.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files})
-    return model, Codec.from_dict(info["codec"]), info
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+        model = TCNkWTA(ModelConfig.from_dict(info["model"]))
+        with np.load(run_dir / "model.npz", allow_pickle=False) as z:
+            model.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files})
+        return model, Codec.from_dict(info["codec"]), info
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, zipfile.BadZipFile) as e:
+        # a truncated model.npz, a hand-edited run.json, weights of another configuration
+        first = " ".join(str(e).split())[:160]
+        raise ValueError(f"{run_dir}: not a readable training run ({type(e).__name__}: {first})") from e
 
 
 def save_checkpoint(run_dir, model, optimizer: torch.optim.Optimizer, loop_state: dict) -> None:

@@ -42,17 +42,22 @@ def train(
     except ImportError as e:
         print(f"sidl: training needs the 'train' extra (pip install 'sidl[train]'): {e}", file=sys.stderr)
         raise typer.Exit(2)
-    if layers:
-        nums = [int(v) for v in layers.split(",")]
-        atoms, tcn_widths = nums[-2], tuple(nums[1:-2])
-    else:
-        tcn_widths = tuple(int(v) for v in tcn.split(",") if v.strip())
-    args = TrainArgs(corpus=corpus, codec=codec, out=out, n_atoms=atoms, atom_length=atom_length, hop=hop,
+    try:
+        if layers:      # the paper's notation, checked by the model's own parser
+            from .model import ModelConfig
+            cfg = ModelConfig.from_layers([int(v) for v in layers.split(",")])
+            atoms, tcn_widths = cfg.n_atoms, cfg.tcn_channels
+        else:
+            tcn_widths = tuple(int(v) for v in tcn.split(",") if v.strip())
+    except ValueError as e:
+        print(f"sidl: --layers/--tcn: {e}", file=sys.stderr)
+        raise typer.Exit(2)
+    try:
+        args = TrainArgs(corpus=corpus, codec=codec, out=out, n_atoms=atoms, atom_length=atom_length, hop=hop,
                      tcn=tcn_widths, k_max=k_max, k_start=k_start or k_max, k_end=k_end or k_max,
                      k_random=k_random, k1_share=k1_share, nonneg=nonneg, lifetime=lifetime, minutes=minutes, epochs=epochs, batch=batch, lr=lr,
                      seed=seed, threads=threads, max_sections=max_sections, eval_pieces=eval_pieces,
                      resume=resume)
-    try:
         metrics = run(args)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"sidl: {e}", file=sys.stderr)

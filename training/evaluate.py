@@ -117,7 +117,7 @@ def reevaluate(run_dir, eval_pieces: int | None = None) -> dict:
         eval_pieces = int(info.get("args", {}).get("eval_pieces") or 0)
     name = info.get("corpus", {}).get("name", "")
     test, _ = load_corpus(name, codec, "test")
-    train, _ = load_corpus(name, codec, "train")
+    train = load_corpus(name, codec, "train")[0] if codec.name == "drums" else []   # the constant guess
     metrics = evaluate(model, codec, test[:eval_pieces] if eval_pieces else test, train, model.cfg.k_max)
     old = run_dir / "metrics.json"
     if old.exists():

@@ -31,6 +31,8 @@ class ModelConfig:
                                       # activations over the batch (Makhzani & Frey's lifetime sparsity)
 
     def __post_init__(self):
+        if min(self.channels, self.n_atoms, self.atom_length, self.hop, self.kernel_size) < 1:
+            raise ValueError("channels, atoms, atom length, hop and kernel size must be >= 1")
         if self.atom_length % self.hop:
             raise ValueError("atom_length must be a multiple of hop")
         if not 1 <= self.k_max <= self.n_atoms:

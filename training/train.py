@@ -62,6 +62,10 @@ class TrainArgs:
     eval_pieces: int = 0              # > 0: evaluate on this many test pieces only
     resume: bool = False
 
+    def __post_init__(self):
+        if min(self.batch, self.section_bars, self.atom_length, self.hop, self.n_atoms) < 1:
+            raise ValueError("--batch, --atoms, --atom-length, --hop and the section length must be >= 1")
+
 
 def k_for_step(progress: float, rng: np.random.Generator, a: TrainArgs) -> int:
     """Winners per code position this step: k(t) decays linearly over the first half of training."""
