@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .grid import DRUMS, Codec
 from .notes import NoteArray
 
 # (class name, canonical GM note, other notes folded into it). Covers the Roland TD-11 map of GMD.
@@ -69,6 +68,3 @@ def decode_drums(x: np.ndarray, threshold: float = 0.5, quantize: bool = False,
     notes = NoteArray(start, start + HIT_LENGTH_STEPS, CLASS_NOTES[cls], vel)
     return notes.sorted() if ordered else notes
 
-
-def drum_codec_for(meter: tuple[int, int]) -> Codec:
-    return DRUMS.with_meter(*meter)

@@ -50,3 +50,17 @@ class NoteArray:
     def sorted(self) -> "NoteArray":
         order = np.lexsort((self.pitch, self.start))
         return self.select(order)
+
+
+def one_voice_per_key(on: np.ndarray, off: np.ndarray, key: np.ndarray, vel: np.ndarray):
+    """Integer note times -> at most one note per (key, onset), the loudest, each ending no later
+    than the next onset on its key: what a piano keyboard can play. Returned ordered by key, onset."""
+    order = np.lexsort((-vel, on, key))              # by key, then onset, loudest first
+    key, on, off, vel = key[order], on[order], off[order], vel[order]
+    first = np.ones(len(key), bool)
+    first[1:] = (key[1:] != key[:-1]) | (on[1:] != on[:-1])
+    key, on, off, vel = key[first], on[first], off[first], vel[first]
+    restruck = np.zeros(len(key), bool)
+    restruck[:-1] = key[1:] == key[:-1]
+    off[:-1] = np.where(restruck[:-1], np.minimum(off[:-1], on[1:]), off[:-1])
+    return on, off, key, vel

@@ -16,7 +16,7 @@ import numpy as np
 
 from .grid import PIANO_EVENTS
 from .midifile import Score, midi_from_notes
-from .notes import NoteArray
+from .notes import NoteArray, one_voice_per_key
 
 # The event table: (kind, first id, count, what the offset from the first id means).
 EVENT_TABLE = (
@@ -61,15 +61,7 @@ def events_from_notes(notes_in_seconds: NoteArray) -> np.ndarray:
     pitch = np.clip(np.asarray(notes_in_seconds.pitch, np.int64), 0, 127)
     vel = np.asarray(notes_in_seconds.velocity, np.int64)
     keep = (on >= 0) & (vel > 0)
-    on, off, pitch, vel = on[keep], off[keep], pitch[keep], vel[keep]
-    order = np.lexsort((-vel, on, pitch))                      # by pitch, onset, loudest first
-    on, off, pitch, vel = on[order], off[order], pitch[order], vel[order]
-    first = np.ones(len(on), bool)
-    first[1:] = (pitch[1:] != pitch[:-1]) | (on[1:] != on[:-1])
-    on, off, pitch, vel = on[first], off[first], pitch[first], vel[first]
-    restruck = np.zeros(len(on), bool)
-    restruck[:-1] = pitch[1:] == pitch[:-1]
-    off[:-1] = np.where(restruck[:-1], np.minimum(off[:-1], on[1:]), off[:-1])
+    on, off, pitch, vel = one_voice_per_key(on[keep], off[keep], pitch[keep], vel[keep])
 
     # (time, 0 = off / 1 = on, pitch, velocity bin) in time order, offs first.
     n = len(on)

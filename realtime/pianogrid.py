@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .grid import PIANO_GRID, Codec
-from .notes import NoteArray
+from .notes import NoteArray, one_voice_per_key
 
 LOWEST_KEY = 21            # A0
 HIGHEST_KEY = 108          # C8
@@ -46,15 +46,7 @@ def grid_notes(notes_in_steps: NoteArray, n_steps: int) -> tuple[np.ndarray, ...
     off = np.maximum(on + 1, np.floor(notes_in_steps.end + 0.5).astype(np.int64))
     vel = np.asarray(notes_in_steps.velocity, np.int64)
     keep = (on >= 0) & (on < n_steps) & (vel > 0)
-    key, on, off, vel = key[keep], on[keep], off[keep], vel[keep]
-    order = np.lexsort((-vel, on, key))              # by key, then onset, loudest first
-    key, on, off, vel = key[order], on[order], off[order], vel[order]
-    first = np.ones(len(key), bool)
-    first[1:] = (key[1:] != key[:-1]) | (on[1:] != on[:-1])
-    key, on, off, vel = key[first], on[first], off[first], vel[first]
-    same_key_next = np.zeros(len(key), bool)
-    same_key_next[:-1] = key[1:] == key[:-1]
-    off[:-1] = np.where(same_key_next[:-1], np.minimum(off[:-1], on[1:]), off[:-1])
+    on, off, key, vel = one_voice_per_key(on[keep], off[keep], key[keep], vel[keep])
     return on, np.minimum(off, n_steps), key, vel
 
 

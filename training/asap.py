@@ -11,14 +11,13 @@ not the played ones; the event codec is the natural fit for this corpus.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 from sidl.realtime.grid import PIANO_EVENTS, Codec
 
 from .alignment import DownbeatShifts
-from .corpus import Piece, data_root, load_pieces
+from .corpus import Piece, data_root, load_pieces, read_index
 from .splits import split_by_name
 
 LICENSE = ("CC BY-NC-SA 4.0 (ASAP dataset, Foscarin et al. 2020; performances from MAESTRO): "
@@ -61,11 +60,7 @@ def asap_files(root, split: str | None = None, composers=None, limit: int | None
                ) -> tuple[list[tuple[str, dict]], dict[str, float], dict[str, tuple[int, int]]]:
     """(relative path, labels) per performance, with first-downbeat seconds and meters per path."""
     root = Path(root)
-    meta = root / "metadata.csv"
-    if not meta.exists():
-        raise FileNotFoundError(f"{meta}: ASAP not found (set SIDL_DATA)")
-    with open(meta, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_index(root / "metadata.csv", "ASAP")
     files, downbeat_s, meters = [], {}, {}
     for r in rows:
         piece_split = split_by_name(f"{r['composer']}/{r['title']}")

@@ -6,6 +6,7 @@ re-parse. Unreadable files are reported and skipped: one bad file never stops a 
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -41,6 +42,14 @@ class Piece:
     x: np.ndarray             # (steps, channels) float32, starts on a bar line, whole bars
     codec: Codec              # with this piece's meter
     labels: dict = field(default_factory=dict)  # e.g. split, drummer, style, beat_type, composer, key
+
+
+def read_index(path: Path, corpus: str) -> list[dict]:
+    """A corpus's CSV index as rows; a missing one says which corpus and where to point SIDL_DATA."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: {corpus} not found (set SIDL_DATA)")
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def encode_file(path, codec: Codec, shift_beats: float = 0.0,

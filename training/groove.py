@@ -1,12 +1,11 @@
 """Groove MIDI Dataset (Magenta, CC BY 4.0): 1,150 drum performances with splits and labels."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from sidl.realtime.grid import DRUMS, Codec
 
-from .corpus import Piece, data_root, load_pieces
+from .corpus import Piece, data_root, load_pieces, read_index
 
 LICENSE = "CC BY 4.0 (Groove MIDI Dataset, Google Magenta)"
 
@@ -15,11 +14,7 @@ def groove_corpus(split: str | None = None, codec: Codec = DRUMS, root=None,
                   cache: bool = True) -> list[Piece]:
     """Pieces of GMD, optionally one split ('train', 'validation', 'test'), labelled from info.csv."""
     root = Path(root) if root else data_root() / "groove"
-    info = root / "info.csv"
-    if not info.exists():
-        raise FileNotFoundError(f"{info}: Groove MIDI Dataset not found (set SIDL_DATA)")
-    with open(info, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_index(root / "info.csv", "Groove MIDI Dataset")
     files = [(r["midi_filename"], {k: r[k] for k in ("split", "drummer", "style", "bpm",
                                                      "beat_type", "time_signature")})
              for r in rows]

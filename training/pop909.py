@@ -8,7 +8,6 @@ time signatures (often 1/4) do not.
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from sidl.realtime.grid import PIANO_GRID, Codec
 
 from .alignment import DownbeatShifts
-from .corpus import Piece, data_root, load_pieces
+from .corpus import Piece, data_root, load_pieces, read_index
 from .splits import split_of
 
 LICENSE = "MIT (POP909, Music X Lab, NYU Shanghai)"
@@ -52,11 +51,7 @@ def pop909_files(root, split: str | None = None, songs=None
     ``split`` and ``songs`` (song ids such as '001') choose songs before their annotations are read.
     """
     root = Path(root)
-    index = root / "POP909" / "index.csv"
-    if not index.exists():
-        raise FileNotFoundError(f"{index}: POP909 not found (set SIDL_DATA)")
-    with open(index, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_index(root / "POP909" / "index.csv", "POP909")
     files, downbeat_s, meters = [], {}, {}
     for r in rows:
         song = r["song_id"]

@@ -144,15 +144,14 @@ def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
     if not roles.feel:
         return
     A, C, L = model.atoms.shape
-    windows = to_patches(data, L)
-    windows = windows[windows.abs().sum(1) > 0]
+    windows = beat_windows(data, L)
     # Pursuit work grows with atoms x classified values x k^2: bound it so big codecs refit in seconds.
     n_cls = len(roles.classify) * L
     max_windows = int(min(max_windows, work_budget / (A * n_cls * k_max * (k_max + 1) / 2)))
     g = torch.Generator().manual_seed(seed)
     if len(windows) > max_windows:
         windows = windows[torch.randperm(len(windows), generator=g)[:max_windows]]
-    x = windows.reshape(-1, C, L)                                      # (N, C, L) one position each
+    x = windows                                                        # (N, C, L) one position each
     classify = classify_mask(roles, C)
     codes = [pursuit(x, model.atoms, torch.tensor(k), k_max, classify, roles)   # every k the knob allows
              for k in range(1, k_max + 1)]
