@@ -3,7 +3,8 @@
 Prints one table:
 
 * compute per bar on the live path (``Engine.render``: encode -> edit -> decode -> timed batch),
-  p50/p99, for each mode (with ``--latency beat``: per beat);
+  p50/p99, for each mode (with ``--latency beat``: per beat), and the preset's two onnxruntime
+  graphs alone;
 * output onset error against the ideal grid through JACK: notes recorded by a second JACK client,
   compared with the engine's own grid (internal clock) and with the grid of a MIDI clock we send
   it (``--sync``);
@@ -87,6 +88,23 @@ def compute_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
             times.append(time.perf_counter() - t0)
         out[mode] = np.array(times[20:])          # the first bars warm caches up
     return out
+
+
+def graph_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
+    """Seconds per call of the preset's two graphs alone (onnxruntime, k = the live k), on busy bars."""
+    from .codecs import encode_steps
+    rng = np.random.default_rng(1)
+    bars = [encode_steps(model.codec, random_bar(rng, model.codec), model.codec.steps_per_bar) for _ in range(16)]
+    codes = [model.encode_bar(x, model.k) for x in bars]
+    enc, dec = [], []
+    for b in range(n_bars + 20):
+        t0 = time.perf_counter()
+        model.encode_bar(bars[b % 16], model.k)
+        t1 = time.perf_counter()
+        model.decode_bar(*codes[b % 16])
+        enc.append(t1 - t0)
+        dec.append(time.perf_counter() - t1)
+    return {"encoder alone": np.array(enc[20:]), "decoder alone": np.array(dec[20:])}
 
 
 class Recorder:
@@ -217,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     for mode, secs in compute_per_bar(model, args.bars).items():
         unit = "beats" if "beat" in mode else "bars"
         rows.append((f"compute per {unit[:-1]}, {mode}", _ms(secs, 50), _ms(secs, 99), f"{len(secs)} {unit}"))
+    for what, secs in graph_per_bar(model, args.bars).items():
+        rows.append((f"  onnxruntime {what}, k = {model.k}", _ms(secs, 50), _ms(secs, 99), f"{len(secs)} bars"))
     if not jack_running():
         print("onset error and startup need a JACK server: jackd -d dummy -r 48000 -p 64 & "
               "(or .ci/setup-jack.sh); measuring compute only")
