@@ -141,7 +141,7 @@ class SparseDecoder(nn.Module):
         self.register_buffer("feel_prior", None if feel_prior is None else feel_prior.detach().float().clone())
 
     def forward(self, idx: torch.Tensor, val: torch.Tensor):
-        y = sparse_decode(idx[None], val[None], self.atoms())[0]     # (T, C)
+        y = sparse_decode(idx, val, self.atoms())                   # (T, C)
         return read_out(y, self.roles, self.feel_prior, channel_axis=1)
 
 

@@ -30,6 +30,8 @@ for _i, (_name, _note, _others) in enumerate(DRUM_CLASSES):
     PITCH_TO_CLASS[[_note, *_others]] = _i
 DRUM_CHANNEL = 9          # "channel 10" in the 1-based numbering DAWs show
 HIT_LENGTH_STEPS = 0.5    # decoded drum notes last half a step; drums ignore note length
+_FEEL_LO = np.array([1 / 127, -0.5], np.float32)   # velocity (rounds to >= 1), offset in steps
+_FEEL_HI = np.array([1.0, 0.5], np.float32)
 
 
 def encode_drums(notes: NoteArray, n_steps: int) -> np.ndarray:
@@ -57,14 +59,12 @@ def decode_drums(x: np.ndarray, threshold: float = 0.5, quantize: bool = False,
     """
     if x.ndim != 2 or x.shape[1] != 3 * N_CLASSES:
         raise ValueError(f"drum grid must be (steps, {3 * N_CLASSES}), got {x.shape}")
-    hits = x[:, :N_CLASSES] > threshold
-    step, cls = np.nonzero(hits)
-    # Boolean masks read in nonzero's order; ufuncs rather than np.clip: this runs for every bar
-    # on the live path, and clip's wrapper costs more.
-    vel = np.minimum(np.maximum(np.rint(x[:, N_CLASSES:2 * N_CLASSES][hits] * 127.0), 1), 127).astype(np.int16)
-    start = step.astype(np.float64)
-    if not quantize:
-        start += np.minimum(np.maximum(x[:, 2 * N_CLASSES:][hits], -0.5), 0.5)
+    # Few numpy calls: this runs for every bar on the live path, where each call costs more than
+    # its arithmetic. Velocity and offset of every hit are read and clamped together.
+    step, cls = np.nonzero(x[:, :N_CLASSES] > threshold)
+    feel = x.reshape(len(x), 3, N_CLASSES)[step, 1:, cls]            # (hits, 2): velocity, offset
+    np.minimum(np.maximum(feel, _FEEL_LO, out=feel), _FEEL_HI, out=feel)
+    vel = np.rint(feel[:, 0] * 127.0).astype(np.int16)                # 1..127 after the clamp
+    start = step.astype(np.float64) if quantize else step + feel[:, 1]   # int64 + float32: float64
     notes = NoteArray(start, start + HIT_LENGTH_STEPS, CLASS_NOTES[cls], vel)
     return notes.sorted() if ordered else notes
-

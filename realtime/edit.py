@@ -73,13 +73,14 @@ def vary_atoms(idx: np.ndarray, val: np.ndarray, rng: np.random.Generator, amoun
     """
     idx = idx.copy()
     positions, k = idx.shape
-    change = (rng.random((positions, k)) < amount) & (val != 0)
-    ps, js = np.nonzero(change)
-    if len(ps):
-        cdf = prior_cdf(usage) if cdf is None else cdf
-        for p, j in zip(ps.tolist(), js.tolist()):          # a handful of draws per bar
-            row = cdf[p % len(cdf)]
-            idx[p, j] = min(int(np.searchsorted(row, rng.random() * row[-1], side="right")), len(row) - 1)
+    # A bar holds a handful of atoms: plain Python over them costs less than numpy calls would.
+    draws = rng.random((positions, k)).ravel().tolist()
+    for i, (u, v) in enumerate(zip(draws, val.ravel().tolist())):
+        if u < amount and v != 0:
+            if cdf is None:
+                cdf = prior_cdf(usage)
+            row = cdf[(i // k) % len(cdf)]
+            idx.flat[i] = min(int(np.searchsorted(row, rng.random() * row[-1], side="right")), len(row) - 1)
     return idx, val.copy()
 
 
@@ -121,11 +122,11 @@ def stitch_bar(rng: np.random.Generator, usage: np.ndarray, transitions: np.ndar
 
 def last_atom(idx: np.ndarray, val: np.ndarray) -> int | None:
     """The strongest atom of the last position that has one (to continue a bar with stitch_bar)."""
-    mag = np.abs(val)
-    strongest = mag.argmax(axis=1)                           # (positions,)
-    for p in range(len(val) - 1, -1, -1):
-        if mag[p, strongest[p]] > 0:
-            return int(idx[p, strongest[p]])
+    mags, atoms = np.abs(val).tolist(), idx.tolist()         # a few positions: Python lists
+    for p in range(len(mags) - 1, -1, -1):
+        m = max(mags[p], default=0.0)
+        if m > 0:
+            return int(atoms[p][mags[p].index(m)])
     return None
 
 

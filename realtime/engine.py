@@ -43,6 +43,11 @@ PANIC, RETIME = "panic", "retime"         # what the conductor must do after fee
 POLL_S = 0.001                            # the conductor looks at its input this often
 TIMING_RING = 1024                        # recent compute times kept for the status line
 _NOTE_TIES = np.array([TIE_OTHER, TIE_OFF], np.int8)   # a bar's note-ons, then its note-offs
+# Keys of the engine's message table: note-on pitch * 128 + velocity, note-off 16384 + pitch,
+# then MIDI clock and Start. A bar's messages are one fancy index into it.
+_OFF_KEY = 128 * 128
+_CLOCK_KEY, _START_KEY = _OFF_KEY + 128, _OFF_KEY + 129
+_N_KEYS = _OFF_KEY + 130
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,8 @@ class Engine:
         self._new_composer: Composer | None = None     # a change the next job carries to the worker
         self._new_channel: int | None = None
         self._clock_msg, self._start_msg = mido.Message("clock"), mido.Message("start")
-        self._ons: dict[int, mido.Message] = {}
-        self._offs: dict[int, mido.Message] = {}
+        self._note_ties: dict[int, np.ndarray] = {}   # tie order of n note-ons then n note-offs
+        self._clear_messages()
 
     @property
     def codec(self):
@@ -295,8 +300,7 @@ class Engine:
                 self.composer = job.composer        # a preset change, made on this thread
             if job.channel is not None:
                 self.channel = job.channel
-                self._ons.clear()
-                self._offs.clear()
+                self._clear_messages()
             self.composer.reset()
         notes = self.composer.compose(job.bar, job.played, job.controls, job.position)
         batch = self._batch(job, notes)
@@ -310,37 +314,44 @@ class Engine:
             span_q = self.position_q
             q0 += job.position * span_q
         n = len(notes)
-        positions = np.empty(2 * n)
-        np.divide(notes.start, self.spq, out=positions[:n])
-        np.divide(notes.end, self.spq, out=positions[n:])
+        positions = np.concatenate((notes.start, notes.end))
+        np.divide(positions, self.spq, out=positions)
         positions += q0
-        pitches = notes.pitch.tolist()
-        ons, offs = self._ons, self._offs
-        msgs = [ons.get(p << 7 | v) or self._note_on(p, v) for p, v in zip(pitches, notes.velocity.tolist())]
-        msgs += [offs.get(p) or self._note_off(p) for p in pitches]
-        ties = np.repeat(_NOTE_TIES, n)
+        keys = np.concatenate((notes.pitch * 128 + notes.velocity, notes.pitch + _OFF_KEY))
+        ties = self._note_ties.get(n)
+        if ties is None:
+            ties = self._note_ties[n] = np.repeat(_NOTE_TIES, n)
         if self.send_clock:
             ticks = q0 + np.arange(round(span_q * PPQN)) / PPQN
-            clock = [self._clock_msg] * len(ticks)
+            clock = np.full(len(ticks), _CLOCK_KEY, np.int16)
             if (job.bar, job.position) == self._first:
-                clock, ticks = [self._start_msg] + clock, np.concatenate([[q0], ticks])
-            msgs, positions = clock + msgs, np.concatenate([ticks, positions])
+                clock, ticks = np.concatenate([[_START_KEY], clock]), np.concatenate([[q0], ticks])
+            positions, keys = np.concatenate([ticks, positions]), np.concatenate([clock, keys])
             ties = np.concatenate([np.full(len(ticks), TIE_REALTIME, np.int8), ties])
-        return Batch.build(job.timeline.time_of(positions), positions, msgs, ties)
+        order = np.lexsort((ties, positions))
+        positions, keys = positions[order], keys[order]
+        if not self._made[keys].all():
+            self._make_messages(keys)
+        return Batch(job.timeline.time_of(positions), positions, tuple(self._messages[keys].tolist()),
+                     ties[order])
 
-    # mido validates every new message (~5 us): a bar's notes come from a small set, so keep them.
-    def _note_on(self, pitch: int, velocity: int) -> mido.Message:
-        m = self._ons.get(pitch << 7 | velocity)
-        if m is None:
-            m = self._ons[pitch << 7 | velocity] = mido.Message("note_on", channel=self.channel,
-                                                                  note=pitch, velocity=velocity)
-        return m
+    def _make_messages(self, keys: np.ndarray) -> None:
+        """Fill the message table for ``keys`` (mido validates every new message, ~5 us each: a
+        session's notes come from a small set, so each is made once)."""
+        for key in np.unique(keys[~self._made[keys]]).tolist():
+            if key == _CLOCK_KEY or key == _START_KEY:
+                msg = self._clock_msg if key == _CLOCK_KEY else self._start_msg
+            elif key >= _OFF_KEY:
+                msg = mido.Message("note_off", channel=self.channel, note=key - _OFF_KEY, velocity=0)
+            else:
+                msg = mido.Message("note_on", channel=self.channel, note=key >> 7, velocity=key & 127)
+            self._messages[key] = msg
+            self._made[key] = True
 
-    def _note_off(self, pitch: int) -> mido.Message:
-        m = self._offs.get(pitch)
-        if m is None:
-            m = self._offs[pitch] = mido.Message("note_off", channel=self.channel, note=pitch, velocity=0)
-        return m
+    def _clear_messages(self) -> None:
+        """A new output channel: every note message is made again."""
+        self._messages = np.empty(_N_KEYS, object)
+        self._made = np.zeros(_N_KEYS, bool)
 
     def _composer_for(self, model: BarModel) -> Composer:
         """A composer for ``model`` in our meter: ours or the bank's, or a new one (same grid only)."""

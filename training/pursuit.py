@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from sidl.realtime.grid import Codec
 
@@ -187,17 +188,17 @@ def _refit(X: torch.Tensor, Ds: torch.Tensor, a: torch.Tensor, sweeps: int, clip
 
 
 def sparse_decode(idx: torch.Tensor, val: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
-    """(B, K, P) atom indices and amplitudes -> (B, P*L, C) linear sum of atoms (tiling, hop == L).
+    """(..., K, P) atom indices and amplitudes -> (..., P*L, C) linear sum of atoms (tiling, hop == L).
 
     Gathers only the K winning atoms per position, so the cost grows with K, not the dictionary.
-    Time-major, as the live path reads a bar: the exported decoder needs no transposes (the atoms'
-    (A, L*C) rows are a constant that onnxruntime folds at load).
+    Time-major, as the live path reads a bar, and written so that the exported decoder (no leading
+    axes) has no shape arithmetic: gather, scale, sum, one constant reshape. The atoms' (A, L*C)
+    rows are a constant that onnxruntime folds at load.
     """
-    B = idx.shape[0]
     A, C, L = atoms.shape
     rows = atoms.permute(0, 2, 1).reshape(A, L * C)                 # each atom: L steps of C channels
-    g = rows.index_select(0, idx.reshape(-1)) * val.reshape(-1, 1)   # (B*K*P, L*C)
-    return g.reshape(B, idx.shape[1], -1, C).sum(1)                 # (B, T, C)
+    g = (F.embedding(idx, rows) * val.unsqueeze(-1)).sum(-3)        # (..., P, L*C): a plain Gather
+    return g.reshape(*idx.shape[:-2], -1, C)                        # (..., T, C)
 
 
 WEAK_HIT = 0.1   # below this summed hit strength the ratio is noise: read the channel's prior
