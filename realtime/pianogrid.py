@@ -58,12 +58,13 @@ def encode_piano_grid(notes_in_steps: NoteArray, n_steps: int) -> np.ndarray:
     x = np.zeros((n_steps, N_CHANNELS), np.float32)
     x[on, ONSET + key] = 1.0
     x[on, VELOCITY + key] = vel / 127.0
-    # Hold rows on+1 .. off-1: +1/-1 marks, then a running sum down the time axis (notes of one
-    # key never overlap after grid_notes, so the sum stays 0 or 1).
+    # Hold rows on+1 .. off-1: +1/-1 marks, then a running sum down the time axis. Notes of one
+    # key never overlap after grid_notes, so no two marks share a cell (plain assignment, not the
+    # much slower np.add.at) and the sum stays 0 or 1.
     marks = np.zeros((n_steps + 1, N_KEYS), np.int32)
     long = off > on + 1
-    np.add.at(marks, (on[long] + 1, key[long]), 1)
-    np.add.at(marks, (off[long], key[long]), -1)
+    marks[on[long] + 1, key[long]] = 1
+    marks[off[long], key[long]] = -1
     x[:, HOLD:] = np.cumsum(marks[:-1], axis=0)
     return x
 
@@ -80,20 +81,15 @@ def decode_piano_grid(x: np.ndarray, threshold: float = 0.5) -> NoteArray:
     n_steps = len(x)
     onset = x[:, ONSET:ONSET + N_KEYS] > threshold
     sounding = (x[:, HOLD:HOLD + N_KEYS] > threshold) & ~onset   # continues the note before it
-    starts, ends, keys = [], [], []
-    for k in np.nonzero(onset.any(axis=0))[0]:
-        on = np.nonzero(onset[:, k])[0]
-        stops = np.nonzero(~sounding[:, k])[0]                      # steps that end a note
-        nxt = np.searchsorted(stops, on + 1)                        # first stop after each onset
-        off = np.where(nxt < len(stops), stops[np.minimum(nxt, len(stops) - 1)], n_steps)
-        starts.append(on); ends.append(off); keys.append(np.full(len(on), k))
-    if not starts:
-        return NoteArray.empty()
-    on, off, key = np.concatenate(starts), np.concatenate(ends), np.concatenate(keys)
+    # For every step and key, the first step at or after it that does not continue a note (row
+    # n_steps: the grid's end). A reversed running minimum finds them all in one pass.
+    stop = np.full((n_steps + 1, N_KEYS), n_steps, np.int64)
+    stop[:-1][~sounding] = np.nonzero(~sounding)[0]
+    stop = np.minimum.accumulate(stop[::-1], axis=0)[::-1]
+    on, key = np.nonzero(onset)                                  # by time, then key
+    off = stop[on + 1, key]
     vel = np.clip(np.rint(x[on, VELOCITY + key] * 127.0), 1, 127).astype(np.int16)
-    notes = NoteArray(on.astype(np.float64), off.astype(np.float64),
-                      (key + LOWEST_KEY).astype(np.int16), vel)
-    return notes.sorted()
+    return NoteArray(on.astype(np.float64), off.astype(np.float64), (key + LOWEST_KEY).astype(np.int16), vel)
 
 
 def piano_grid_codec_for(meter: tuple[int, int], steps_per_beat: int = 4) -> Codec:
