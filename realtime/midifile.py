@@ -18,6 +18,9 @@ SUSTAIN_CC = 64
 DEFAULT_TEMPO = 500_000  # microseconds per quarter note (120 BPM), MIDI's default
 
 
+MAX_BEATS = 50_000     # about seven hours at 120 BPM
+
+
 class MidiFileError(ValueError):
     """A file that is missing or is not readable MIDI; the message is one line naming the file."""
 
@@ -53,6 +56,12 @@ def load_midi(path) -> mido.MidiFile:
         raise MidiFileError(f"{path}: type 2 MIDI files (independent sequences) are not supported")
     if mid.ticks_per_beat <= 0:
         raise MidiFileError(f"{path}: bad ticks per beat {mid.ticks_per_beat}")
+    # A garbled delta time still parses, as an event hours or years away; every grid codec would
+    # then allocate the whole span. Real music is far shorter than this.
+    beats = max((sum(msg.time for msg in track) for track in mid.tracks), default=0) / mid.ticks_per_beat
+    if beats > MAX_BEATS:
+        raise MidiFileError(f"{path}: an event {beats:.3g} beats from the start (corrupt delta times?); "
+                            f"at most {MAX_BEATS} beats are read")
     return mid
 
 

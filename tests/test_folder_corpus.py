@@ -1,6 +1,7 @@
 """A user's own folder of MIDI files: found recursively, bad files reported and skipped, cached."""
 import shutil
 
+import mido
 import numpy as np
 import pytest
 
@@ -32,6 +33,36 @@ def test_missing_or_empty_folder_is_a_clear_error(tmp_path):
         folder_corpus(tmp_path / "nope", DRUMS)
     with pytest.raises(FileNotFoundError, match="no .mid"):
         folder_corpus(tmp_path, DRUMS)
+
+
+def test_garbled_delta_time_is_skipped_not_allocated(tmp_path, monkeypatch, capsys):
+    """A corrupt delta time parses as an event 1e14 beats away: skipped with one line, not a
+    petabyte grid (MemoryError) that ends the whole training."""
+    monkeypatch.setenv("SIDL_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "mine"
+    root.mkdir()
+    shutil.copy(data_root() / "groove" / SRC[0], root / "good.mid")
+    mid = mido.MidiFile(root / "good.mid")
+    track = mid.tracks[-1]
+    # The largest delta MIDI can store (2^28 - 1 ticks) before the last note: ~5e5 beats away.
+    track.insert(len(track) - 1, mido.Message("note_on", note=36, velocity=90, time=(1 << 28) - 1))
+    mid.save(root / "garbled.mid")
+    pieces = folder_corpus(root, DRUMS)
+    assert [p.name for p in pieces] == ["good.mid"]
+    err = capsys.readouterr().err
+    assert "garbled.mid" in err and "corrupt delta times" in err
+
+
+@pytest.mark.parametrize("n, want", [(1, (1, 0, 0)), (2, (1, 0, 1)), (5, (3, 1, 1)), (7, (5, 1, 1))])
+def test_small_folders_still_hold_out_a_test_piece(tmp_path, monkeypatch, n, want):
+    monkeypatch.setenv("SIDL_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "few"
+    root.mkdir()
+    for i in range(n):
+        shutil.copy(data_root() / "groove" / SRC[0], root / f"t{i:02d}.mid")
+    got = tuple(len(load_corpus(str(root), DRUMS, split)[0]) for split in ("train", "validation", "test"))
+    assert got == want
+    assert len(load_corpus(str(root), DRUMS, None)[0]) == n
 
 
 def test_folder_splits_hold_out_every_tenth_file(tmp_path, monkeypatch):

@@ -165,6 +165,8 @@ def load_corpus(name: str, codec: Codec, split: str | None) -> tuple[list[Piece]
     The one place a corpus is chosen by name: training, export (the meter prior) and preset
     evaluation all call it, with the name a run wrote into run.json.
     """
+    if not name:        # Path("") is the working directory: never scan it by accident
+        raise ValueError("no corpus given (a run.json without a corpus name?)")
     if name == "groove":
         from .groove import LICENSE, groove_corpus
         return groove_corpus(split, codec), {"name": "groove", "license": LICENSE}
@@ -175,7 +177,21 @@ def load_corpus(name: str, codec: Codec, split: str | None) -> tuple[list[Piece]
         from .asap import LICENSE, asap_corpus
         return asap_corpus(split, codec), {"name": "asap", "license": LICENSE}
     pieces = folder_corpus(name, codec)
-    # A user's folder has no split: hold out every 10th piece for validation and test.
-    want = {"train": lambda i: i % 10 not in (3, 7), "validation": lambda i: i % 10 == 3,
-            "test": lambda i: i % 10 == 7, None: lambda i: True}[split]
-    return [p for i, p in enumerate(pieces) if want(i)], {"name": str(name), "license": "user data"}
+    chosen = [p for i, p in enumerate(pieces) if split is None or folder_split(i, len(pieces)) == split]
+    return chosen, {"name": str(name), "license": "user data"}
+
+
+def folder_split(i: int, n: int) -> str:
+    """The split of a user folder's ``i``-th of ``n`` readable pieces (a folder has no split of its own).
+
+    Every 10th piece goes to validation (i % 10 == 3) and to test (i % 10 == 7). A folder of fewer
+    than 8 pieces holds out its last piece for test and, from 3 pieces on, the one before for
+    validation, so a small folder still gets measured on music it did not learn.
+    """
+    if n >= 8:
+        return {3: "validation", 7: "test"}.get(i % 10, "train")
+    if n >= 2 and i == n - 1:
+        return "test"
+    if n >= 3 and i == n - 2:
+        return "validation"
+    return "train"

@@ -77,6 +77,8 @@ def evaluate(model, codec: Codec, test: list[Piece], train: list[Piece], k_max: 
     tolerance = GRID_TOLERANCE_STEPS if codec.name == "piano-grid" else ONSET_TOLERANCE_S
     groups = ["all"] + (sorted({p.labels.get("beat_type") for p in test} - {None}) if feel else [])
     out: dict = {"codec": codec.name, "test_pieces": len(test), "atoms": model.cfg.n_atoms}
+    if not test:                  # nothing held out (a one-file folder): no figures rather than zeros
+        return out
     for encoder in ("pursuit", "kwta"):
         rows = {}
         for k in range(1, k_max + 1):
@@ -131,6 +133,8 @@ def reevaluate(run_dir, eval_pieces: int | None = None) -> dict:
 
 def summary_table(metrics: dict) -> str:
     """The run's headline numbers as a Markdown table (one row per k)."""
+    if not metrics.get("test_pieces"):
+        return "no test pieces held out (a folder needs at least 2 MIDI files): nothing measured"
     feel = metrics["codec"] == "drums"
     head = "| k | F1 | F1 beats | F1 fills | velocity MAE | offset MAE | velocity / offset MAE on found hits | F1 (TCN k-WTA alone) |" if feel \
         else "| k | onset F1 | precision | recall | velocity error (matched) | onset F1 (TCN k-WTA alone) |"
@@ -139,8 +143,8 @@ def summary_table(metrics: dict) -> str:
         a = row["all"]
         ff = metrics["kwta"][k]["all"]["f1"]
         if feel:
-            lines.append(f"| {k} | {a['f1']:.3f} | {row.get('beat', {}).get('f1', float('nan')):.3f} | "
-                         f"{row.get('fill', {}).get('f1', float('nan')):.3f} | {a['velocity_mae']:.1f} | "
+            group = lambda g: f"{row[g]['f1']:.3f}" if g in row else "n/a"    # GMD labels beats and fills
+            lines.append(f"| {k} | {a['f1']:.3f} | {group('beat')} | {group('fill')} | {a['velocity_mae']:.1f} | "
                          f"{a['offset_mae']:.3f} | {a['velocity_mae_found']:.1f} / {a['offset_mae_found']:.3f} | {ff:.3f} |")
         else:
             lines.append(f"| {k} | {a['f1']:.3f} | {a['precision']:.3f} | {a['recall']:.3f} | "
