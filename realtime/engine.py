@@ -150,6 +150,7 @@ class Engine:
         self._bank = tuple((e, self._composer_for(e.model)) for e in bank)
         self.buffer = BarBuffer()
         self.dropped = 0                          # bars skipped because we were late
+        self.ignored = 0                          # malformed incoming messages
         self.failed = 0                           # bars whose composing raised (see last_error)
         self.last_error = ""
         self.compute_s = np.full(TIMING_RING, np.nan)   # seconds per render(), ring
@@ -180,11 +181,24 @@ class Engine:
 
     # -- conductor ----------------------------------------------------------------------------
     def feed(self, t: float, data: list[int]) -> str | None:
-        """One incoming MIDI message (raw bytes, stamped ``t``); returns PANIC, RETIME or None."""
+        """One incoming MIDI message (raw bytes, stamped ``t``); returns PANIC, RETIME or None.
+
+        Anything malformed (empty, no status byte, too short, a data byte >= 128: what a buggy
+        client can put on a JACK port) is ignored and counted in ``ignored``."""
+        if not data or data[0] < 0x80:
+            self.ignored += 1
+            return None
         status = data[0]
         if status >= 0xF0:
+            if status >= 0xF8 and len(data) != 1:   # real-time messages are one byte
+                self.ignored += 1
+                return None
             return self._clock_message(status, t, data)
         kind = status & 0xF0
+        need = 2 if kind == 0xC0 or kind == 0xD0 else 3
+        if len(data) < need or data[1] > 127 or data[need - 1] > 127:
+            self.ignored += 1
+            return None
         if kind == 0x90 and data[2] > 0:
             q = self.position(t)
             if q is not None:
@@ -193,7 +207,7 @@ class Engine:
             q = self.position(t)
             if q is not None:
                 self.buffer.note_off(q, data[1])
-        elif kind == 0xC0 and len(data) == 2:
+        elif kind == 0xC0:
             return self._program(data[1])
         elif kind == 0xB0:
             if data[1] == PANIC_CC:
@@ -235,7 +249,7 @@ class Engine:
         if status == 0xFC:
             f.feed("stop", t)
             return self._stopped()
-        if status == 0xF2 and len(data) == 3:
+        if status == 0xF2 and len(data) == 3 and data[1] < 0x80 and data[2] < 0x80:
             f.feed("songpos", t, data[1] | (data[2] << 7))
         return None
 
@@ -401,7 +415,8 @@ def status_line(engine: Engine, scheduler: Scheduler, now: float) -> str:
     late_ms = float(np.percentile(late, 99) * 1e3) if len(late) else math.nan
     return (f"{bpm:6.1f} bpm  {where}  {engine.controls.mode}  atoms {engine.composer.atoms_in_use:2d}"
             f"  compute p99 {engine.compute_p99_ms():.2f} ms  send late p99 {late_ms:.2f} ms"
-            f"  dropped {engine.dropped}" + (f"  failed {engine.failed}" if engine.failed else ""))
+            f"  dropped {engine.dropped}" + (f"  failed {engine.failed}" if engine.failed else "")
+            + (f"  ignored {engine.ignored}" if engine.ignored else ""))
 
 
 def run_live(engine: Engine, poll, scheduler: Scheduler, stop: threading.Event, *,

@@ -197,7 +197,10 @@ class MidiInput:
     def __init__(self, rt, name: str, target: str | None, api: str):
         self._rt, self.name, self.target, self.api = rt, name, target, api
         self.latency_s = transport_latency_s(api)
-        rt.ignore_types(sysex=True, timing=False, active_sense=True)   # keep clock, drop the rest
+        # Nothing is filtered in rtmidi: a message it drops takes its delta time with it, and every
+        # later timestamp would come early by that much (a keyboard's active sensing, every 300 ms,
+        # or a DAW's sysex). The engine ignores what it does not use.
+        rt.ignore_types(sysex=False, timing=False, active_sense=False)
         self._since_first = -1.0     # seconds from the first message to the last, summed deltas
         self._origin = math.inf      # perf_counter time of the first message: best bound so far
 
@@ -235,6 +238,10 @@ class MidiOutput:
 
     def send(self, msg) -> None:
         self._send(msg.bytes())
+
+    def send_bytes(self, data: list[int]) -> None:
+        """Raw bytes, unchecked: what any client can put on a port (the tests send garbage so)."""
+        self._send(data)
 
     def alive(self) -> bool:
         return _alive(self)

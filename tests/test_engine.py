@@ -163,7 +163,8 @@ def test_follower_stop_and_lost_clock_panic(drums):
 
 def test_continue_from_song_position_resumes_at_the_next_bar(drums):
     e = Engine(drums, Controls(), channel=9, clock=None)
-    e.feed(0.5, [0xF2, 8 * 16 + 4, 0])                         # SPP: bar 8, one beat in (16ths)
+    spp = 8 * 16 + 4                                            # SPP: bar 8, one beat in (16ths)
+    e.feed(0.5, [0xF2, spp & 0x7F, spp >> 7])                   # 14 bits, 7 per data byte
     e.feed(0.6, [0xFB])
     jobs = []
     for t in ticks_for(120, 1.0, 4 * PPQN):
@@ -180,6 +181,27 @@ def test_controls_by_cc_and_panics(drums):
     jobs = e.due(1.0)
     assert jobs[0].reset and jobs[0].controls.mode == "echo"
     assert e.change(controls=Controls(mode="simplify")) == PANIC
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_a_garbage_stream_is_ignored_and_bars_go_on(drums, sync):
+    """What a buggy client can put on a JACK port (empty, status-less, short, data bytes >= 128)
+    never raises on the conductor, never puts a control out of range, and is counted."""
+    e = Engine(drums, Controls(), channel=9, clock=None if sync else InternalClock(120, start_s=1.0))
+    rng = np.random.default_rng(7)
+    now = 0.0
+    for _ in range(20000):
+        now += 0.0005
+        e.feed(now, rng.integers(0, 256, int(rng.integers(0, 5))).tolist())
+        e.poll(now)
+        for job in e.due(now):
+            e.render(job)
+    assert e.ignored > 10000
+    Controls(**vars(e.controls))                      # still valid: __post_init__ checks ranges
+    if not sync:                                      # and the engine still plays bars on time
+        before = e.compute_s[~np.isnan(e.compute_s)].size
+        run_bars(e, now + 3 * BAR_S_120)
+        assert e.compute_s[~np.isnan(e.compute_s)].size > before
 
 
 def test_a_late_bar_is_dropped_but_the_clock_kept(drums):

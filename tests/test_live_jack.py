@@ -169,6 +169,35 @@ def test_tempo_change_is_followed_within_a_beat_and_lost_clock_silences(jack_ser
     assert np.percentile(np.abs(err_slow), 95) < GRID_TOL_S
 
 
+def test_a_garbage_stream_is_ignored_while_the_clock_is_followed(jack_server, drums):
+    """Malformed bytes between the ticks (what a buggy client can send through JACK): counted and
+    ignored; bars stay on the grid and Stop leaves nothing sounding."""
+    bpm = 200.0
+    with engine_on_jack(drums, Controls(density=4.0, quantize=True, variation=0.0)) as (eng, client):
+        t0 = time.perf_counter() + 0.2
+        times, msgs = clock_track(t0, bpm, 3 * 4 * PPQN)
+        t_stop = times[-1] + 60 / bpm / PPQN / 2
+        client.play(times + [t_stop], msgs + [mido.Message("stop")])
+        rng = np.random.default_rng(3)
+        garbage = open_output("sidl-in:sidl in", "sidl-test-garbage")   # a second client: one writer per port
+        try:
+            while time.perf_counter() < t_stop - 0.05:    # garbage all along, from this thread
+                data = rng.integers(0, 256, int(rng.integers(1, 4))).tolist()
+                if data[0] < 0x80 or (data[0] not in (0xF0, 0xF7) and any(b > 127 for b in data[1:])):
+                    garbage.send_bytes(data)           # status-less, or data bytes >= 128
+                time.sleep(0.002)
+        finally:
+            garbage.close()
+        time.sleep(t_stop - time.perf_counter() + 0.3)
+        rec = client.recorded()
+        assert eng.ignored > 50
+    ons, balanced = notes_of(rec)
+    assert balanced and all(t < t_stop + 0.01 for t, _, _ in ons)
+    t_ons = np.array([t for t, _, _ in ons])
+    err, _ = grid_error(t_ons[t_ons > t0 + 60 / bpm], t0, 60 / bpm / 4)
+    assert len(err) > 20 and np.percentile(np.abs(err), 95) < GRID_TOL_S
+
+
 def test_simplify_plays_fewer_notes_keeping_the_strongest(jack_server, piano):
     from sidl.realtime.midifile import load_midi, read_score
     from conftest import DATA

@@ -94,3 +94,39 @@ def test_virtual_ports_existing_ports_and_a_disappearing_port(jack_server):
         time.sleep(0.01)
     assert not src.alive()
     src.close()
+
+
+@pytest.mark.jack
+def test_timestamps_do_not_drift_when_a_keyboard_sends_active_sensing_and_sysex(jack_server):
+    """Notes sent at known times, with active sensing (0xFE) and a sysex between them, as a hardware
+    keyboard or a DAW sends: every note keeps its time. (rtmidi drops a filtered message's delta
+    time, which made every later timestamp early by the gaps it carried.)"""
+    inp = open_input(None, "sidl-test-as-in")
+    src = open_output("sidl-test-as-in:sidl in", "sidl-test-as-src")
+    try:
+        time.sleep(0.05)
+        sent, got = [], []
+
+        def wait(seconds):                                      # polled each millisecond, as the engine does
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                time.sleep(0.001)
+                got.extend(inp.poll())
+
+        for i in range(30):
+            src.send_bytes([0xFE])                              # active sensing
+            if i % 10 == 5:
+                src.send_bytes([0xF0, 0x7E, 0x7F, 0x06, 0x01, 0xF7])   # a sysex (identity request)
+            wait(0.012)
+            sent.append(time.perf_counter())
+            src.send_bytes([0x90, 60, 100])
+            wait(0.008)
+        wait(0.05)
+    finally:
+        src.close()
+        inp.close()
+    notes = [t for t, d in got if d[0] == 0x90]
+    assert len(notes) == len(sent)
+    err = [t - s for t, s in zip(notes, sent)]
+    # Each arrives within a JACK period or two of its send, the last as well as the first.
+    assert max(abs(e) for e in err) < 0.004, err
