@@ -93,6 +93,14 @@ class Batch:
         return len(self.times)
 
     def merged(self, other: "Batch") -> "Batch":
+        if not len(other):
+            return self
+        if not len(self):
+            return other
+        if (other.times[0], other.ties[0]) >= (self.times[-1], self.ties[-1]):
+            # The usual case, a new bar after what is pending: both are sorted, so is their concatenation.
+            return Batch(np.concatenate([self.times, other.times]), np.concatenate([self.positions, other.positions]),
+                         self.messages + other.messages, np.concatenate([self.ties, other.ties]))
         return Batch.build(np.concatenate([self.times, other.times]),
                            np.concatenate([self.positions, other.positions]),
                            self.messages + other.messages, np.concatenate([self.ties, other.ties]))

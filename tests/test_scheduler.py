@@ -37,6 +37,23 @@ def test_batch_checks_lengths():
         Batch.build([1.0], [], [on(1)])
 
 
+def test_merging_keeps_time_and_tie_order_whether_batches_overlap_or_follow():
+    rng = np.random.default_rng(5)
+    kinds = [lambda: mido.Message("clock"), lambda: off(36), lambda: on(36)]
+    for _ in range(200):
+        parts = []
+        for _ in range(2):
+            n = int(rng.integers(0, 6))
+            start = float(rng.integers(0, 3))             # overlapping, touching or following
+            times = start + rng.integers(0, 3, n) * 0.5
+            parts.append(Batch.build(times, [np.nan] * n, [kinds[i]() for i in rng.integers(0, 3, n)]))
+        merged = parts[0].merged(parts[1])
+        want = Batch.build(np.concatenate([p.times for p in parts]), [np.nan] * len(merged),
+                           parts[0].messages + parts[1].messages)
+        assert merged.times.tolist() == want.times.tolist() and merged.ties.tolist() == want.ties.tolist()
+        assert [id(m) for m in merged.messages] == [id(m) for m in want.messages]
+
+
 def test_note_tracker_counts_restrikes_and_velocity_zero_offs():
     tr = NoteTracker()
     for m in (on(36), on(36), on(38, ch=0), mido.Message("note_on", channel=0, note=38, velocity=0)):
