@@ -144,7 +144,7 @@ def onset_error(model, bpm: float = 240.0, n_bars: int = 8,
     start = time.perf_counter() + 0.3
     clock = None if sync else InternalClock(bpm, start_s=start)
     eng = Engine(model, Controls(mode="generate", density=4.0, quantize=True, variation=0.5),
-                 channel=9, clock=clock)
+                 channel=9, clock=clock, input_latency_s=inp.latency_s)
     stop = threading.Event()
     th = threading.Thread(target=run_live, args=(eng, inp.poll, sched, stop), daemon=True)
     rec = Recorder("sidl-bench-out:sidl out", "sidl-bench-rec")

@@ -122,8 +122,13 @@ class ClockFollower:
         elif kind == "stop":
             self._stop()
         elif kind == "songpos":
-            # Legal while stopped (where to Continue from); a DAW jumping while running also sends it.
+            # Legal while stopped (where to Continue from); a DAW jumping while running (a loop)
+            # also sends it: the next tick marks the new position, and the timeline says so now.
             self._next_tick = int(extra) * SPP_TICKS
+            if self.running or self._armed:
+                self._song_tick = self._next_tick - 1
+                t_next = self._line[0] + self._tick_s if self.running else self._timeline.t0
+                self._timeline = Timeline(t_next, self._next_tick / PPQN, self._quarter_s)
         else:
             raise ValueError(f"unknown clock message {kind!r}")
 
@@ -131,6 +136,8 @@ class ClockFollower:
         """Start/Continue: until the first tick, expect it one tick from now at the last tempo, so
         the engine can prepare the first bar before it begins (the first tick then corrects it)."""
         self._armed, self._armed_at, self._next_tick = True, t, tick
+        if t - self._last_t > 4 * self._tick_s:
+            self._m = 0                       # the clock paused while stopped: fit afresh
         self._song_tick = tick - 1
         self._timeline = Timeline(t + self._tick_s, tick / PPQN, self._quarter_s)
 
@@ -179,11 +186,17 @@ class ClockFollower:
             self._tol = max(CHANGE_MIN_S, 4.0 * float(np.sqrt((resid * resid).mean())))
 
     def _stop(self) -> None:
+        if self.running or self._armed:         # (a Stop while stopped keeps a Song Position Pointer)
+            self._next_tick = self._song_tick + 1   # Continue resumes after the last tick played
         self.running, self._armed = False, False
-        self._next_tick = self._song_tick + 1   # Continue resumes after the last tick played
         self._timeline = None
 
     # -- queries -----------------------------------------------------------------------------
+    @property
+    def armed(self) -> bool:
+        """Start or Continue seen, the first tick not yet."""
+        return self._armed
+
     @property
     def bpm(self) -> float:
         return 60.0 / self._quarter_s

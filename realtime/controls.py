@@ -16,7 +16,7 @@ PANIC_CC = 123           # "all notes off": we silence everything we sent
 # CC number -> (field, what the 0..127 value means). Printed by `sidl-live --help`; keep in sync.
 CC_TABLE = {
     20: ("amount", f"generate: density 0..{MAX_DENSITY:g} atoms per beat; "
-                   f"simplify: keep 1..{MAX_KEEP} atoms"),
+                   f"simplify and follow: keep 1..{MAX_KEEP} atoms"),
     21: ("variation", "0..1: how much each bar departs from the groove / the played bar"),
     22: ("reroll", "value >= 64: a new seed (a new groove)"),
     23: ("mode", "0-42 generate, 43-85 simplify, 86-127 echo"),
@@ -48,6 +48,8 @@ class Controls:
             raise ValueError(f"density must be in 0..{MAX_DENSITY:g}")
         if not 0.0 <= self.variation <= 1.0:
             raise ValueError("variation must be in 0..1")
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
         if self.fill_every < 0:
             raise ValueError("fill-every must be >= 0")
         if self.latency not in LATENCIES:
@@ -58,7 +60,7 @@ def apply_cc(c: Controls, control: int, value: int) -> Controls:
     """The controls after CC ``control`` = ``value`` (unchanged for numbers not in ``CC_TABLE``)."""
     field = CC_TABLE.get(control, (None,))[0]
     if field == "amount":
-        if c.mode == "simplify":
+        if c.mode == "simplify" or (c.mode == "generate" and c.follow):   # what keep counts there
             return replace(c, keep=1 + round(value * (MAX_KEEP - 1) / 127))
         return replace(c, density=round(value * MAX_DENSITY / 127, 3))
     if field == "variation":

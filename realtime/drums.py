@@ -30,6 +30,7 @@ for _i, (_name, _note, _others) in enumerate(DRUM_CLASSES):
     PITCH_TO_CLASS[[_note, *_others]] = _i
 DRUM_CHANNEL = 9          # "channel 10" in the 1-based numbering DAWs show
 HIT_LENGTH_STEPS = 0.5    # decoded drum notes last half a step; drums ignore note length
+MIN_HIT_STEPS = 0.05      # ...a late one less, down to this (6 ms at 120 BPM)
 _FEEL_LO = np.array([1 / 127, -0.5], np.float32)   # velocity (rounds to >= 1), offset in steps
 _FEEL_HI = np.array([1.0, 0.5], np.float32)
 
@@ -55,6 +56,8 @@ def decode_drums(x: np.ndarray, threshold: float = 0.5, quantize: bool = False,
                  ordered: bool = True) -> NoteArray:
     """(steps, 27) grid -> notes timed in steps, canonical GM pitches, sorted by time.
 
+    Notes last half a step, a late one only until the next half step (at least ``MIN_HIT_STEPS``).
+
     ``ordered=False`` skips the sort for callers that order events themselves (the live scheduler).
     """
     if x.ndim != 2 or x.shape[1] != 3 * N_CLASSES:
@@ -65,6 +68,13 @@ def decode_drums(x: np.ndarray, threshold: float = 0.5, quantize: bool = False,
     feel = x.reshape(len(x), 3, N_CLASSES)[step, 1:, cls]            # (hits, 2): velocity, offset
     np.minimum(np.maximum(feel, _FEEL_LO, out=feel), _FEEL_HI, out=feel)
     vel = np.rint(feel[:, 0] * 127.0).astype(np.int16)                # 1..127 after the clamp
-    start = step.astype(np.float64) if quantize else step + feel[:, 1]   # int64 + float32: float64
-    notes = NoteArray(start, start + HIT_LENGTH_STEPS, CLASS_NOTES[cls], vel)
+    if quantize:
+        start = step.astype(np.float64)
+        end = start + HIT_LENGTH_STEPS
+    else:
+        start = step + feel[:, 1]                                     # int64 + float32: float64
+        # A late hit ends by the half step, where the next step's earliest hit may start, so a
+        # re-strike never begins before the previous note's note-off.
+        end = start + np.minimum(np.maximum(HIT_LENGTH_STEPS - feel[:, 1], MIN_HIT_STEPS), HIT_LENGTH_STEPS)
+    notes = NoteArray(start, end, CLASS_NOTES[cls], vel)
     return notes.sorted() if ordered else notes

@@ -43,11 +43,10 @@ PANIC, RETIME = "panic", "retime"         # what the conductor must do after fee
 POLL_S = 0.001                            # the conductor looks at its input this often
 TIMING_RING = 1024                        # recent compute times kept for the status line
 _NOTE_TIES = np.array([TIE_OTHER, TIE_OFF], np.int8)   # a bar's note-ons, then its note-offs
-# Keys of the engine's message table: note-on pitch * 128 + velocity, note-off 16384 + pitch,
-# then MIDI clock and Start. A bar's messages are one fancy index into it.
+# Keys of the engine's message table: note-on pitch * 128 + velocity, note-off 16384 + pitch.
+# A bar's messages are one fancy index into it.
 _OFF_KEY = 128 * 128
-_CLOCK_KEY, _START_KEY = _OFF_KEY + 128, _OFF_KEY + 129
-_N_KEYS = _OFF_KEY + 130
+_N_KEYS = _OFF_KEY + 128
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,7 @@ class BarJob:
     position: int | None = None   # one code position of the bar (a beat), not the whole bar
     composer: Composer | None = None   # with reset: the worker switches to this composer (a preset change)...
     channel: int | None = None    # ...and to this output channel
+    epoch: int = 0           # the engine's panic count when the job was made: a later panic voids it
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,12 @@ class BarBuffer:
             else:
                 self.end[i] = q
 
-    def pedal(self, q: float, down: bool) -> None:
-        if self._pedal and not down:
+    def pedal(self, q: float | None, down: bool) -> None:
+        """Pedal up or down at song position ``q`` (None while stopped: only its state changes)."""
+        if self._pedal and not down and q is not None:
             for i in self._held:
                 self.end[i] = q
+        if not down:
             self._held = []
         self._pedal = down
 
@@ -124,7 +126,10 @@ class BarBuffer:
         return notes
 
     def clear(self) -> None:
+        """Forget every note; the pedal stays where the foot is."""
+        pedal = self._pedal
         self.__init__()
+        self._pedal = pedal
 
 
 class Engine:
@@ -132,7 +137,7 @@ class Engine:
 
     def __init__(self, model: BarModel, controls: Controls, *, channel: int,
                  clock: InternalClock | None, meter: tuple[int, int] = (4, 4), send_clock: bool = False,
-                 bank: tuple[BankEntry, ...] = ()):
+                 bank: tuple[BankEntry, ...] = (), input_latency_s: float = 0.0):
         if not 0 <= channel <= 15:
             raise ValueError("channel must be in range 0..15")
         self.composer = Composer(model, meter)
@@ -144,6 +149,9 @@ class Engine:
         self.bar_q = bar_quarters(*meter)
         self.spq = self.codec.steps_per_beat      # grid steps per quarter note
         self.half_q = 0.5 / self.spq             # the input window closes this early
+        # ...and is taken this long after it closes: input is stamped back by the transport's
+        # latency, so a note played just before the close is only seen a little after it.
+        self.input_slack_s = input_latency_s + 2 * POLL_S
         # Program Change n selects bank[n]: each preset is checked and its composer built now, so a
         # switch on the conductor only hands the worker a ready composer.
         self._bank: tuple[tuple[BankEntry, Composer], ...] = ()
@@ -157,11 +165,14 @@ class Engine:
         self._n_rendered = 0
         self._next: int | None = None            # the next job, counted in jobs of _job_q from the song start
         self._job_q = self.bar_q                  # quarters one job covers: a bar, or a code position
-        self._first: tuple | None = None          # (bar, position) of the first job since the start
+        self._started = False                     # --send-clock: Start sent since the song start
+        self.epoch = 0                            # panics so far: jobs made before the last one are void
+        self._clock_out: list[Batch] = []         # --send-clock: ticks for the conductor to submit
         self._reset = False
         self._new_composer: Composer | None = None     # a change the next job carries to the worker
         self._new_channel: int | None = None
         self._clock_msg, self._start_msg = mido.Message("clock"), mido.Message("start")
+        self._realtime_tie = np.array([TIE_REALTIME], np.int8)
         self._note_ties: dict[int, np.ndarray] = {}   # tie order of n note-ons then n note-offs
         self._clear_messages()
 
@@ -211,11 +222,9 @@ class Engine:
             return self._program(data[1])
         elif kind == 0xB0:
             if data[1] == PANIC_CC:
-                return PANIC
+                return self._panic()
             if data[1] == SUSTAIN_CC:
-                q = self.position(t)
-                if q is not None:
-                    self.buffer.pedal(q, data[2] >= 64)
+                self.buffer.pedal(self.position(t), data[2] >= 64)
                 return None
             new = apply_cc(self.controls, data[1], data[2])
             changed_mode = (new.mode, new.follow, new.latency) != (self.controls.mode, self.controls.follow,
@@ -223,8 +232,14 @@ class Engine:
             self.controls = new
             if changed_mode:
                 self._reset = True
-                return PANIC
+                return self._panic()
         return None
+
+    def _panic(self) -> str:
+        """Every PANIC goes through here: jobs made before it are void (a bar the worker is composing
+        now is not submitted), so nothing from before the panic plays after it."""
+        self.epoch += 1
+        return PANIC
 
     def _program(self, number: int) -> str | None:
         """Program Change: switch to the bank's preset ``number`` (others are ignored)."""
@@ -243,15 +258,27 @@ class Engine:
             f.feed("clock", t)
             return RETIME if f.running else None
         if status == 0xFA or status == 0xFB:
+            playing = f.running
             f.feed("start" if status == 0xFA else "continue", t)
-            self._next = self._first = None        # due() picks the bar from the expected position
+            self._next = None                      # due() picks the bar from the expected position
+            if playing:                            # a restart without Stop: what was played is gone
+                return self._relocated()
             return None
         if status == 0xFC:
             f.feed("stop", t)
             return self._stopped()
         if status == 0xF2 and len(data) == 3 and data[1] < 0x80 and data[2] < 0x80:
+            playing = f.running or f.armed
             f.feed("songpos", t, data[1] | (data[2] << 7))
+            if playing:                            # a jump while playing (a DAW's loop): start over there
+                return self._relocated()
         return None
+
+    def _relocated(self) -> str:
+        """The song position jumped while playing: silence, and count bars from the new position."""
+        self._next = None
+        self.buffer.clear()
+        return self._panic()
 
     def poll(self, now: float) -> str | None:
         """Housekeeping between messages: a clock silent for two beats stops us."""
@@ -261,9 +288,10 @@ class Engine:
         return None
 
     def _stopped(self) -> str:
-        self._next = self._first = None
+        self._next = None
+        self._started = False
         self.buffer.clear()
-        return PANIC
+        return self._panic()
 
     def job_quarters(self, c: Controls) -> float:
         """Quarter notes one job covers: a bar; or, when simplify / echo answer each beat on the next
@@ -291,19 +319,38 @@ class Engine:
         while True:
             n = self._next
             close_q = n * job_q - self.half_q
-            if tl.time_of(close_q) > now:
+            if tl.time_of(close_q) + self.input_slack_s > now:
                 return jobs
             played = self.buffer.take(close_q - job_q, close_q, (n - 1) * job_q, self.spq)
             self._next = n + 1
+            if self.send_clock:                    # made here, apart from composing: never dropped
+                self._clock_out.append(self._clock_ticks(n * job_q, job_q, tl))
             if tl.time_of(n * job_q + self.half_q) < now:      # already half a step in: drop it
                 self.dropped += 1
                 continue
             bar, position = (n, None) if per_bar == 1 else divmod(n, per_bar)
-            if self._first is None:
-                self._first = (bar, position)
             jobs.append(BarJob(bar, played, self.controls, tl, self._reset, position,
-                               self._new_composer, self._new_channel))
+                               self._new_composer, self._new_channel, self.epoch))
             self._reset, self._new_composer, self._new_channel = False, None, None
+
+    def _clock_ticks(self, q0: float, span_q: float, tl: Timeline) -> Batch:
+        """--send-clock: 24 ticks a quarter over [q0, q0 + span_q), after Start at the song start."""
+        positions = q0 + np.arange(round(span_q * PPQN)) / PPQN
+        msgs = [self._clock_msg] * len(positions)
+        if not self._started:
+            self._started = True
+            positions, msgs = np.concatenate([[q0], positions]), [self._start_msg] + msgs
+        return Batch(tl.time_of(positions), positions, tuple(msgs), np.repeat(self._realtime_tie, len(msgs)))
+
+    def take_clock(self) -> Batch | None:
+        """The outgoing clock made by ``due`` since the last call (None if none), for the scheduler."""
+        if not self._clock_out:
+            return None
+        out, self._clock_out = self._clock_out[0], self._clock_out[1:]
+        for b in self._clock_out:
+            out = out.merged(b)
+        self._clock_out = []
+        return out
 
     # -- worker ---------------------------------------------------------------------------------
     def render(self, job: BarJob) -> Batch:
@@ -323,10 +370,9 @@ class Engine:
         return batch
 
     def _batch(self, job: BarJob, notes: NoteArray) -> Batch:
-        q0, span_q = job.bar * self.bar_q, self.bar_q
+        q0 = job.bar * self.bar_q
         if job.position is not None:
-            span_q = self.position_q
-            q0 += job.position * span_q
+            q0 += job.position * self.position_q
         n = len(notes)
         positions = np.concatenate((notes.start, notes.end))
         np.divide(positions, self.spq, out=positions)
@@ -335,13 +381,6 @@ class Engine:
         ties = self._note_ties.get(n)
         if ties is None:
             ties = self._note_ties[n] = np.repeat(_NOTE_TIES, n)
-        if self.send_clock:
-            ticks = q0 + np.arange(round(span_q * PPQN)) / PPQN
-            clock = np.full(len(ticks), _CLOCK_KEY, np.int16)
-            if (job.bar, job.position) == self._first:
-                clock, ticks = np.concatenate([[_START_KEY], clock]), np.concatenate([[q0], ticks])
-            positions, keys = np.concatenate([ticks, positions]), np.concatenate([clock, keys])
-            ties = np.concatenate([np.full(len(ticks), TIE_REALTIME, np.int8), ties])
         order = np.lexsort((ties, positions))
         positions, keys = positions[order], keys[order]
         if not self._made[keys].all():
@@ -353,9 +392,7 @@ class Engine:
         """Fill the message table for ``keys`` (mido validates every new message, ~5 us each: a
         session's notes come from a small set, so each is made once)."""
         for key in np.unique(keys[~self._made[keys]]).tolist():
-            if key == _CLOCK_KEY or key == _START_KEY:
-                msg = self._clock_msg if key == _CLOCK_KEY else self._start_msg
-            elif key >= _OFF_KEY:
+            if key >= _OFF_KEY:
                 msg = mido.Message("note_off", channel=self.channel, note=key - _OFF_KEY, velocity=0)
             else:
                 msg = mido.Message("note_on", channel=self.channel, note=key >> 7, velocity=key & 127)
@@ -377,7 +414,11 @@ class Engine:
         if model.codec.steps_per_beat != self.spq:
             raise ValueError(f"{getattr(model, 'name', model.codec.name)} has {model.codec.steps_per_beat} "
                              f"steps per beat, not {self.spq}: presets played together must share a grid")
-        return Composer(model, (self.codec.beats_per_bar, self.codec.beat_unit))
+        composer = Composer(model, (self.codec.beats_per_bar, self.codec.beat_unit))
+        if composer.stride != self.composer.stride:     # --latency beat counts jobs in code positions
+            raise ValueError(f"{getattr(model, 'name', model.codec.name)} has atoms of {composer.stride} steps, "
+                             f"not {self.composer.stride}: presets played together must share an atom length")
+        return composer
 
     def change(self, *, model: BarModel | None = None, controls: Controls | None = None,
                channel: int | None = None) -> str:
@@ -392,7 +433,7 @@ class Engine:
         if controls is not None:
             self.controls = controls
         self._reset = True
-        return PANIC
+        return self._panic()
 
     # -- figures for the status line ----------------------------------------------------------
     def compute_p99_ms(self) -> float:
@@ -436,7 +477,10 @@ def run_live(engine: Engine, poll, scheduler: Scheduler, stop: threading.Event, 
         first = on_first_bar
         while (job := jobs.get()) is not None:
             try:
-                scheduler.submit(engine.render(job))
+                batch = engine.render(job)
+                # Under the send lock, so a panic (epoch first, then scheduler.panic) either comes
+                # before this check or cancels what it submitted.
+                scheduler.submit(batch, valid=lambda: job.epoch == engine.epoch)
             except Exception as e:              # the policy: drop the bar, keep the clock
                 engine.failed += 1
                 engine.last_error = f"bar {job.bar}: {type(e).__name__}: {e}"
@@ -467,6 +511,8 @@ def run_live(engine: Engine, poll, scheduler: Scheduler, stop: threading.Event, 
                 scheduler.panic()
             for job in engine.due(now):
                 jobs.put(job)
+            if engine.send_clock and (ticks := engine.take_clock()) is not None:
+                scheduler.submit(ticks)
             if now >= next_status:
                 next_status = now + status_every_s
                 if scheduler.error is not None:

@@ -145,7 +145,7 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
     clock = None if bpm is None else InternalClock(bpm, *meter, start_s=t_open + LEAD_S)
     try:
         engine = Engine(model, controls, channel=channel, clock=clock, meter=meter, send_clock=send_clock,
-                        bank=bank)
+                        bank=bank, input_latency_s=inp.latency_s)
     except ValueError as e:
         inp.close()
         outp.close()

@@ -92,6 +92,11 @@ class Batch:
     def __len__(self) -> int:
         return len(self.times)
 
+    def select(self, mask: np.ndarray) -> "Batch":
+        """The messages where ``mask`` is true, in order."""
+        return Batch(self.times[mask], self.positions[mask],
+                     tuple(m for m, keep in zip(self.messages, mask.tolist()) if keep), self.ties[mask])
+
     def merged(self, other: "Batch") -> "Batch":
         if not len(other):
             return self
@@ -180,10 +185,12 @@ class Scheduler:
         self._thread.start()
         return self
 
-    def submit(self, batch: Batch) -> None:
-        """Add messages; they are merged in time order with what is still pending."""
+    def submit(self, batch: Batch, valid: Callable[[], bool] | None = None) -> None:
+        """Add messages; they are merged in time order with what is still pending. ``valid`` is
+        checked under the send lock (the engine's panic count: a bar made before a panic is dropped)."""
         with self._cond:
-            self._set_pending(self._remaining().merged(batch))
+            if valid is None or valid():
+                self._set_pending(self._remaining().merged(batch))
 
     def retime(self, timeline: Timeline) -> None:
         """Move pending messages that have positions onto a new seconds <-> quarters map."""
@@ -197,9 +204,11 @@ class Scheduler:
             self._set_pending(Batch.empty())
 
     def panic(self) -> None:
-        """Cancel what is pending and silence now: a note-off per sounding note, CC 123 on used channels."""
+        """Cancel the notes pending and silence now: a note-off per sounding note, CC 123 on used
+        channels. Pending clock stays: a DAW following our clock counts every tick."""
         with self._cond:
-            self._set_pending(Batch.empty())
+            p = self._remaining()
+            self._set_pending(p.select(p.ties == TIE_REALTIME))
             msgs = self.tracker.note_offs()
             msgs += [mido.Message("control_change", channel=int(ch), control=ALL_NOTES_OFF_CC, value=0)
                      for ch in np.nonzero(self.tracker.used)[0]]

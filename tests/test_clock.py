@@ -118,6 +118,31 @@ def test_follower_bars_count_from_song_position_and_continue():
     assert f.position(float(seen[PPQN])) == pytest.approx(4 * 3 + 0.5 + 1.0, abs=PERIOD_S / 0.5)
 
 
+def test_follower_song_position_while_running_is_where_the_next_tick_lands():
+    """A DAW's loop: SPP back to bar 1 while the clock runs; the timeline says so at once."""
+    f = ClockFollower()
+    _, seen = tick_times(120, 400)
+    f.feed("start", seen[0] - 0.001)
+    feed_ticks(f, seen[:3 * 4 * PPQN])                      # three bars played
+    f.feed("songpos", seen[3 * 4 * PPQN] - 0.001, extra=16)  # back to bar 1 (16 sixteenths)
+    assert f.position(float(seen[3 * 4 * PPQN])) == pytest.approx(4.0, abs=PERIOD_S / 0.5)
+    feed_ticks(f, seen[3 * 4 * PPQN:4 * 4 * PPQN])
+    assert f.bar_beat(float(seen[4 * 4 * PPQN - 1]))[0] == 1
+
+
+def test_follower_stop_while_stopped_keeps_the_song_position():
+    f = ClockFollower()
+    _, seen = tick_times(120, 100)
+    f.feed("start", 0.0)
+    feed_ticks(f, seen[:50])
+    f.feed("stop", seen[50])
+    f.feed("songpos", seen[50] + 0.1, extra=16)             # the DAW locates to bar 1...
+    f.feed("stop", seen[50] + 0.2)                          # ...and sends Stop again (it may)
+    f.feed("continue", seen[50] + 0.3)
+    f.feed("clock", seen[50] + 0.3 + 60 / 120 / PPQN)
+    assert f.position(seen[50] + 0.3 + 60 / 120 / PPQN) == pytest.approx(4.0, abs=1e-3)
+
+
 def test_follower_start_restarts_from_zero():
     f = ClockFollower()
     _, seen = tick_times(120, 100)

@@ -57,3 +57,15 @@ def test_quantize_drops_microtiming():
     x = encode_drums(notes, 4)
     assert np.isclose(decode_drums(x).start[0], 2.3, atol=1e-6)
     assert decode_drums(x, quantize=True).start[0] == 2.0
+
+
+def test_a_late_hit_ends_before_the_next_hit_of_its_drum_can_start():
+    """Steps 3 (0.45 late) and 4 (0.45 early) of one class: the first note ends by step 3.5, so the
+    second never starts under it (on, on, off, off cuts it short on receivers that honour note-off)."""
+    x = np.zeros((8, 3 * N_CLASSES), np.float32)
+    x[[3, 4], 0] = 1.0
+    x[[3, 4], N_CLASSES] = 0.8
+    x[3, 2 * N_CLASSES], x[4, 2 * N_CLASSES] = 0.45, -0.45
+    first, second = decode_drums(x).select(np.array([0])), decode_drums(x).select(np.array([1]))
+    assert first.end[0] <= second.start[0] and first.end[0] - first.start[0] >= 0.05 - 1e-6
+    assert decode_drums(x, quantize=True).end.tolist() == [3.5, 4.5]

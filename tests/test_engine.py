@@ -106,14 +106,19 @@ def test_beat_latency_echo_plays_each_played_beat_on_the_next_beat(gmd_bars):
 
 def test_send_clock_adds_start_and_24_ticks_per_quarter(drums):
     e = internal_engine(drums, send_clock=True)
-    batches = run_bars(e, 1.0 + 2 * BAR_S_120)
-    first = batches[0][2]
+    made = []
+    for now in np.arange(0.0, 1.0 + 2 * BAR_S_120, 0.005):
+        for job in e.due(now):
+            assert "clock" not in [m.type for m in e.render(job).messages]   # notes only: the
+        if (ticks := e.take_clock()) is not None:                          # conductor makes the clock
+            made.append((now, ticks))
+    made_at, first = made[0]
     types = [m.type for m in first.messages]
-    assert types[0] == "start" and types.count("clock") == 4 * PPQN
+    assert types[0] == "start" and types.count("clock") == 4 * PPQN and made_at < 1.0
     ticks = first.times[[i for i, m in enumerate(first.messages) if m.type == "clock"]]
     np.testing.assert_allclose(np.diff(ticks), 0.5 / PPQN)
     assert ticks[0] == pytest.approx(1.0) and first.times[0] == pytest.approx(1.0)
-    assert [m.type for m in batches[1][2].messages].count("start") == 0
+    assert [m.type for m in made[1][1].messages] == ["clock"] * 4 * PPQN
 
 
 def ticks_for(bpm, t0, n):
@@ -171,6 +176,49 @@ def test_continue_from_song_position_resumes_at_the_next_bar(drums):
         e.feed(t, [0xF8])
         jobs += e.due(t)
     assert [j.bar for j in jobs] == [9]
+
+
+def test_a_loop_jump_by_song_position_restarts_the_bars_there(drums):
+    """The DAW loops bars 1-2: at bar 3 it sends SPP back to bar 1 while its clock runs."""
+    e = Engine(drums, Controls(density=4.0, quantize=True), channel=9, clock=None)
+    bpm, tick_s = 120, 60 / 120 / PPQN
+    t, song, acts, jobs = 1.0, 0, [], []
+    e.feed(t - tick_s / 2, [0xFA])
+    for _ in range(9 * 4 * PPQN):                            # nine bars of ticks, looping
+        if song == 3 * 4 * PPQN:
+            acts.append(e.feed(t - tick_s / 2, [0xF2, 16, 0]))     # SPP 16 sixteenths: bar 1
+            song = 4 * PPQN
+        e.feed(t, [0xF8])
+        song += 1
+        jobs += e.due(t + tick_s / 2)
+        t += tick_s
+    assert len(acts) == 3 and set(acts) == {PANIC}          # what was sounding is silenced at the jump
+    # Bar 3 is prepared just before each jump (the panic cancels it), then bars 1, 2 again.
+    assert [j.bar for j in jobs] == [0, 1, 2] + [3, 1, 2] * 3 + [3]
+
+
+def test_start_while_running_panics_and_forgets_what_was_played(drums):
+    e = Engine(drums, Controls(mode="echo"), channel=9, clock=None)
+    tick_s = 60 / 120 / PPQN
+    e.feed(1.0 - tick_s / 2, [0xFA])
+    for i in range(2 * PPQN):
+        e.feed(1.0 + i * tick_s, [0xF8])
+        e.due(1.0 + i * tick_s)
+    e.feed(1.0 + 1.5 * PPQN * tick_s, [0x99, 38, 100])         # a snare, then a restart
+    assert e.feed(1.0 + 2 * PPQN * tick_s, [0xFA]) == PANIC
+    assert e.buffer.start == []
+
+
+def test_a_note_stamped_before_the_window_closed_but_seen_after_is_kept(drums):
+    """Input is stamped back by the transport's latency: the window waits for it."""
+    e = Engine(drums, Controls(mode="echo"), channel=9, clock=InternalClock(120, start_s=1.0),
+               input_latency_s=0.0007)
+    close = 1.0 + BAR_S_120 - 0.0625                          # bar 0's window closes half a step early
+    e.due(0.99)
+    assert e.due(close + 0.0005) == []                        # not yet: input may still be in flight
+    e.feed(close - 0.0003, [0x99, 38, 100])                   # seen now, played before the close
+    (job,) = e.due(close + e.input_slack_s + 1e-6)
+    assert len(job.played) == 1
 
 
 def test_controls_by_cc_and_panics(drums):
@@ -361,17 +409,49 @@ def test_run_live_drops_a_bar_that_fails_and_keeps_going(drums):
     out = RecordingOutput()
     sched = Scheduler(out).start()
     start = time.perf_counter() + 0.02
-    e = Engine(Flaky(drums), Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start))
+    e = Engine(Flaky(drums), Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start),
+               send_clock=True)
     stop = threading.Event()
     threading.Timer(start + 1.9 - time.perf_counter(), stop.set).start()    # three bars of 0.6 s
     log = io.StringIO()
     run_live(e, list, sched, stop, log=log)
     sched.close()
-    bar_of = [int((t - start) // 0.6) for t, m in out.sent if m.type == "note_on"]
+    bar_of = [int((t - start + 0.001) // 0.6) for t, m in out.sent if m.type == "note_on"]
     assert e.failed == 1 and "bar 1: RuntimeError: onnx says no" == e.last_error
     assert log.getvalue() == "sidl-live: a bar was dropped (bar 1: RuntimeError: onnx says no)\n"
     assert 0 in bar_of and 1 not in bar_of and 2 in bar_of
+    # The clock a DAW follows is kept: every tick of every bar, the failed one too.
+    ticks = [int((t - start + 0.001) // 0.6) for t, m in out.sent if m.type == "clock"]
+    assert [ticks.count(b) for b in range(3)] == [4 * PPQN] * 3
     assert "failed 1" in status_line(e, sched, time.perf_counter())
+
+
+def test_panic_silences_notes_but_keeps_the_clock_a_daw_follows(drums):
+    out = RecordingOutput()
+    sched = Scheduler(out).start()
+    start = time.perf_counter() + 0.05
+    e = Engine(drums, Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start),
+               send_clock=True)
+    stop = threading.Event()
+    threading.Timer(start + 1.9 - time.perf_counter(), stop.set).start()    # three bars of 0.6 s
+    panic_at = start + 0.9                                                   # the middle of bar 1
+    sent_panic = []
+
+    def poll():
+        if not sent_panic and time.perf_counter() >= panic_at:
+            sent_panic.append(time.perf_counter())
+            return [(panic_at, [0xB0, 123, 0])]
+        return []
+
+    run_live(e, poll, sched, stop)
+    sched.close()
+    ticks = [int((t - start + 0.001) // 0.6) for t, m in out.sent if m.type == "clock"]
+    assert sent_panic and [ticks.count(b) for b in range(3)] == [4 * PPQN] * 3
+    ons = [t for t, m in out.sent if m.type == "note_on" and m.velocity > 0]
+    assert not [t for t in ons if sent_panic[0] + 0.001 < t < start + 1.2]   # the rest of bar 1: silent
+    assert [t for t in ons if t >= start + 1.2]                             # bar 2 plays
+
+
 
 
 def test_bar_buffer_sustain_pedal_holds_released_notes():
@@ -394,5 +474,5 @@ def test_engine_feeds_the_pedal_to_the_buffer(piano):
     assert e.feed(0.1, [0xB0, 64, 127]) is None
     e.feed(0.5, [0x80, 60, 0])
     e.feed(1.5, [0xB0, 64, 0])
-    job = e.due(2.0 - 0.0625 + 1e-6)[0]
+    job = e.due(2.0 - 0.0625 + e.input_slack_s + 1e-6)[0]
     assert job.played.end.tolist() == pytest.approx([12.0])   # 1.5 s = 3 quarters = 12 steps

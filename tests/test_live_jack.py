@@ -59,7 +59,7 @@ def engine_on_jack(model, controls, clock=None, **kw):
     """The engine with its virtual ports and threads, as `sidl-live` runs it, plus a test client."""
     inp, out = open_input(None, "sidl-in"), open_output(None, "sidl-out")
     sched = Scheduler(out, latency_s=out.latency_s).start()
-    eng = Engine(model, controls, channel=9, clock=clock, **kw)
+    eng = Engine(model, controls, channel=9, clock=clock, input_latency_s=inp.latency_s, **kw)
     stop = threading.Event()
     th = threading.Thread(target=run_live, args=(eng, inp.poll, sched, stop), daemon=True)
     th.start()
