@@ -32,7 +32,9 @@ class OneLineErrors(typer.Typer):
             _fail(e.format_message())
         except (ValueError, OSError) as e:        # PresetError, missing run folders, bad options
             _fail(str(e))
-        except typer.Abort:
+        except typer.Abort as e:
+            if isinstance(e.__context__, EOFError):   # click turns an EOFError into Abort
+                _fail("a file ended early (empty or truncated?)")
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -142,6 +144,8 @@ def show(name: str = typer.Argument(..., help="preset name or folder")):
               f"sha256 {str(_section(m['files'], f).get('sha256') or '')[:16]}…" for f in _section(m, "files")]
     lines += ["metrics:"] + ["  " + line for line in json.dumps(m.get("metrics", {}), indent=2).splitlines()]
     typer.echo("\n".join(lines))
+    if status.startswith("BROKEN"):
+        raise typer.Exit(1)                 # scripts can tell a broken preset from a good one
 
 
 @presets.command("install", help="Verify a preset folder or .sidl archive and install it into the user folder.")

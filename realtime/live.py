@@ -16,12 +16,14 @@ from typing import Callable, Optional
 import typer
 
 from .clock import InternalClock
-from .compose import default_mode
+from .compose import Composer, default_mode
 from .controls import MODES, Controls, cc_help
 from .drums import DRUM_CHANNEL
 from .engine import BankEntry, Engine, run_live
 from .ports import PortError, list_ports, open_input, open_output
 from .scheduler import Scheduler
+
+MAX_BEATS_PER_BAR = 32
 
 DEFAULT_PRESET = "drums-gmd"
 LEAD_S = 0.05        # the internal clock's first bar starts this long after the ports open
@@ -36,11 +38,13 @@ class UsageError(Exception):
 def load_model(name: str):
     """The one place the CLI touches presets: whatever it returns must fit ``compose.BarModel``."""
     try:
-        from .preset import load_preset
+        from .preset import PresetError, load_preset
     except ImportError as e:
         raise UsageError(f"presets are not available in this installation ({e})") from e
     try:
         return load_preset(name)
+    except PresetError as e:                  # already says which preset and what is wrong
+        raise UsageError(str(e)) from e
     except (OSError, ValueError, KeyError) as e:
         raise UsageError(f"cannot load preset {name!r}: {e}") from e
 
@@ -50,8 +54,8 @@ def parse_meter(text: str) -> tuple[int, int]:
         num, den = (int(x) for x in text.split("/"))
     except ValueError:
         raise UsageError(f"--meter must look like 4/4 or 6/8, got {text!r}") from None
-    if num < 1 or den not in (1, 2, 4, 8, 16, 32):
-        raise UsageError(f"bad meter {text!r}")
+    if not 1 <= num <= MAX_BEATS_PER_BAR or den not in (1, 2, 4, 8, 16, 32):
+        raise UsageError(f"bad meter {text!r}: 1..{MAX_BEATS_PER_BAR} beats of 1, 2, 4, 8, 16 or 32")
     return num, den
 
 
@@ -112,6 +116,7 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
             bank = tuple(BankEntry(m, mode, (channel - 1) if channel is not None else default_channel(m.codec))
                          for m in (load(name) for name in preset))
             first = bank[0]
+            check_bank([e.model for e in bank], meter_)   # before any port opens
             controls = Controls(mode=mode or default_mode(first.model.codec), follow=follow, keep=keep,
                                 density=density, variation=variation, seed=seed, fill_every=fill_every,
                                 quantize=quantize, latency=latency)
@@ -121,6 +126,16 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
                        backend, send_clock, t_start, bank if len(bank) > 1 else ())
 
     return app
+
+
+def check_bank(models, meter: tuple[int, int]) -> None:
+    """Every preset fits the meter, and all share a grid and an atom length (ValueError if not)."""
+    composers = [Composer(m, meter) for m in models]
+    for m, c in zip(models[1:], composers[1:]):
+        if (m.codec.steps_per_beat, c.stride) != (models[0].codec.steps_per_beat, composers[0].stride):
+            raise ValueError(f"{getattr(m, 'name', m.codec.name)} has {m.codec.steps_per_beat} steps per beat "
+                             f"and atoms of {c.stride} steps, not {models[0].codec.steps_per_beat} and "
+                             f"{composers[0].stride}: presets played together must share them")
 
 
 def default_channel(codec) -> int:
@@ -167,7 +182,7 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
     try:
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         waiting = "waiting for MIDI clock Start" if clock is None else f"{clock.bpm:g} BPM"
-        print(f"sidl-live: {controls.mode} on {codec_name(model)}, in {inp.name!r}, out {outp.name!r}, "
+        print(f"sidl-live: {controls.mode} on {codec_name(model, meter)}, in {inp.name!r}, out {outp.name!r}, "
               f"{waiting}; ports open in {(t_open - t_start) * 1e3:.0f} ms", file=err, flush=True)
         if bank:
             print("sidl-live: Program Change switches preset: " + ", ".join(
@@ -192,9 +207,8 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
     return 0
 
 
-def codec_name(model) -> str:
-    c = model.codec
-    return f"{getattr(model, 'name', c.name)} ({c.name}, {c.beats_per_bar}/{c.beat_unit})"
+def codec_name(model, meter: tuple[int, int]) -> str:
+    return f"{getattr(model, 'name', model.codec.name)} ({model.codec.name}, {meter[0]}/{meter[1]})"
 
 
 def main(argv: list[str] | None = None, load: Callable[[str], object] = load_model) -> None:
@@ -211,7 +225,10 @@ def main(argv: list[str] | None = None, load: Callable[[str], object] = load_mod
     except CLICK_USAGE_ERROR as e:
         print(f"sidl-live: {e.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except typer.Abort:
+    except typer.Abort as e:
+        if isinstance(e.__context__, EOFError):   # click turns an EOFError into Abort: a truncated file
+            print("sidl-live: a file ended early (empty or truncated?)", file=sys.stderr)
+            sys.exit(2)
         sys.exit(130)
     sys.exit(code or 0)
 

@@ -39,6 +39,7 @@ from .grid import KNOWN_CODECS, Codec
 
 SCHEMA_VERSION = 1
 PRESET_FILES = ("encoder.onnx", "decoder.onnx", "prior.npz", "atoms.mid", "atoms.png")
+MAX_MEMBER_BYTES = 100 * 10**6                  # a preset file is a few MB at most; installs refuse more
 ARCHIVE_SUFFIX = ".sidl"
 LIVE_CODECS = ("drums", "piano-grid")           # codecs with bars, which the engine can play
 MAX_BINDINGS = 32                              # per thread; live uses a handful of shapes
@@ -100,7 +101,7 @@ def find_presets() -> dict[str, Path]:
         if not root.is_dir():
             continue
         for sub in sorted(root.iterdir()):
-            if sub.name not in found and not sub.name.startswith(".") and (sub / "preset.json").is_file():
+            if (sub.name not in found and _NAME.match(sub.name) and (sub / "preset.json").is_file()):
                 found[sub.name] = sub
     return found
 
@@ -108,6 +109,8 @@ def find_presets() -> dict[str, Path]:
 def resolve(name_or_path) -> Path:
     """A preset folder from a name or a path, or a PresetError saying where it looked."""
     text = os.fspath(name_or_path)
+    if not text.strip():
+        raise PresetError(text, "no preset named (an empty name)")
     path = Path(text).expanduser()
     if path.is_file() and path.suffix == ARCHIVE_SUFFIX:
         raise PresetError(text, "is an archive: install it first (sidl presets install PATH)")
@@ -132,8 +135,9 @@ def read_manifest(folder: Path, label: str | None = None) -> dict:
         raise PresetError(label, "missing preset.json")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PresetError(label, f"preset.json is not readable JSON ({e})") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        what = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise PresetError(label, f"preset.json is not readable JSON ({what})") from e
     if not isinstance(manifest, dict):
         raise PresetError(label, "preset.json is not a JSON object")
     version = manifest.get("schema_version")
@@ -151,8 +155,8 @@ def manifest_codec(manifest: dict, label: str) -> Codec:
         raise PresetError(label, f"codec {name!r} has no bars; the live engine plays {', '.join(LIVE_CODECS)}")
     try:
         return Codec.from_dict(d)
-    except ValueError as e:
-        raise PresetError(label, f"bad codec description: {e}") from e
+    except ValueError as e:                 # Codec says what is wrong with the description
+        raise PresetError(label, str(e)) from e
 
 
 def read_verified(folder: Path, manifest: dict, label: str) -> dict[str, bytes]:
@@ -207,10 +211,18 @@ def read_prior(data: bytes, n_atoms: int, positions: int, label: str):
     import io
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
             usage, scale = z["usage"], z["scale"]
             nxt, p = z["next_atom"], z["next_p"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise PresetError(label, f"prior.npz is not a readable prior ({e})") from e
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        # (numpy's own text for a non-npz file suggests allow_pickle: not advice to pass on)
+        why = "empty file" if not data else "not an .npz archive" if "pickle" in str(e) else e
+        raise PresetError(label, f"prior.npz is not a readable prior ({why})") from e
+    arrays = {"usage": usage, "scale": scale, "next_atom": nxt, "next_p": p}
+    for key, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+            raise PresetError(label, f"prior.npz: {key} is not a numeric array")
     if usage.shape != (n_atoms, positions) or scale.shape != (n_atoms,) or nxt.shape != p.shape \
             or nxt.ndim != 2 or len(nxt) != n_atoms:
         raise PresetError(label, f"prior.npz shapes {usage.shape}, {scale.shape}, {nxt.shape} do not fit "
@@ -321,16 +333,22 @@ def load_preset(name_or_path) -> Preset:
     return open_preset(folder, folder.name)
 
 
+def _whole(value, field: str, label: str) -> int:
+    """A manifest field that must be a whole number (JSON numbers only: no strings, no 512.7)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value in (float("inf"), float("-inf")) or int(value) != value:
+        raise PresetError(label, f"preset.json: {field} must be a whole number, got {value!r}")
+    return int(value)
+
+
 def open_preset(folder: Path, label: str) -> Preset:
     """Verify and open the preset in ``folder``; errors name it ``label``."""
     manifest = read_manifest(folder, label)
     codec = manifest_codec(manifest, label)
-    try:
-        atoms = manifest["atoms"]
-        n_atoms, length = int(atoms["count"]), int(atoms["length"])
-        k_max, k_live = int(manifest["k_max"]), int(manifest["k_live"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise PresetError(label, f"preset.json lacks a valid {e} entry") from e
+    atoms = manifest.get("atoms")
+    atoms = atoms if isinstance(atoms, dict) else {}
+    n_atoms, length = _whole(atoms.get("count"), "atoms.count", label), _whole(atoms.get("length"), "atoms.length", label)
+    k_max, k_live = _whole(manifest.get("k_max"), "k_max", label), _whole(manifest.get("k_live"), "k_live", label)
     if n_atoms < 1 or length < 1 or codec.steps_per_bar % length or not 1 <= k_live <= k_max:
         raise PresetError(label, f"inconsistent manifest: atoms of {length} steps, k_live {k_live}, k_max {k_max}")
     data = read_verified(folder, manifest, label)
@@ -363,20 +381,30 @@ def safe_members(archive: zipfile.ZipFile, label: str) -> list[zipfile.ZipInfo]:
 
 
 def _unpack(archive_path: Path, into: Path, label: str) -> Path:
+    """Extract the one preset an archive holds: its preset.json and PRESET_FILES, nothing else,
+    each at most ``MAX_MEMBER_BYTES`` (a zip can claim gigabytes in a few bytes)."""
+    wanted = ("preset.json",) + PRESET_FILES
     try:
         with zipfile.ZipFile(archive_path) as z:
-            members = safe_members(z, label)
+            members = [m for m in safe_members(z, label)
+                       if not m.is_dir() and PurePosixPath(m.filename).name in wanted]
+            manifests = [m for m in members if PurePosixPath(m.filename).name == "preset.json"]
+            if len(manifests) != 1:
+                raise PresetError(label, "archive holds no single preset folder with a preset.json")
+            top = PurePosixPath(manifests[0].filename).parent
+            into.mkdir(parents=True)
             for m in members:
-                z.extract(m, into)
-    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError) as e:
+                if PurePosixPath(m.filename).parent != top:
+                    continue
+                if m.file_size > MAX_MEMBER_BYTES:
+                    raise PresetError(label, f"archive member {m.filename!r} is {m.file_size / 1e6:.0f} MB, "
+                                             f"more than a preset file can be ({MAX_MEMBER_BYTES // 10**6} MB)")
+                with z.open(m) as src, open(into / PurePosixPath(m.filename).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError) as e:
         # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks
-        raise PresetError(label, f"not a readable preset archive ({e})") from e
-    if (into / "preset.json").is_file():
-        return into
-    subs = [d for d in into.iterdir() if d.is_dir() and (d / "preset.json").is_file()]
-    if len(subs) != 1:
-        raise PresetError(label, "archive holds no single preset folder with a preset.json")
-    return subs[0]
+        raise PresetError(label, f"not a readable preset archive ({e.__class__.__name__}: {e})") from e
+    return into
 
 
 def replace_folder(new: Path, target: Path) -> None:
