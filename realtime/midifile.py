@@ -51,11 +51,12 @@ def load_midi(path) -> mido.MidiFile:
     try:
         mid = mido.MidiFile(path, clip=True)
     except Exception as e:  # mido raises OSError, EOFError, ValueError, KeyError... on bad bytes
-        raise MidiFileError(f"{path}: not a readable MIDI file ({type(e).__name__}: {e})") from e
+        why = "it ends early (empty or truncated)" if isinstance(e, EOFError) else f"{type(e).__name__}: {e}"
+        raise MidiFileError(f"{path}: not a readable MIDI file ({why})") from e
     if mid.type == 2:
         raise MidiFileError(f"{path}: type 2 MIDI files (independent sequences) are not supported")
-    if mid.ticks_per_beat <= 0:
-        raise MidiFileError(f"{path}: bad ticks per beat {mid.ticks_per_beat}")
+    if mid.ticks_per_beat <= 0:        # the header's division word with its top bit set
+        raise MidiFileError(f"{path}: timed in SMPTE frames, not ticks per beat: not supported")
     # A garbled delta time still parses, as an event hours or years away; every grid codec would
     # then allocate the whole span. Real music is far shorter than this.
     beats = max((sum(msg.time for msg in track) for track in mid.tracks), default=0) / mid.ticks_per_beat
