@@ -28,7 +28,7 @@ import torch
 from sidl.realtime.grid import Codec
 from sidl.realtime.preset import (ARCHIVE_SUFFIX, PRESET_FILES, SCHEMA_VERSION, check_name, describe_codec,
                                   folder_bytes, replace_folder)
-from sidl.training.checkpoint import load_model, sidl_version
+from sidl.training.checkpoint import json_kind, load_model, sidl_version
 from sidl.training.corpus import load_corpus
 
 from . import atoms as atom_media
@@ -68,7 +68,18 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
     Returns the preset folder.
     """
     check_name(name)
+    # Everything that can be wrong with the options or the run is checked before the export work
+    # (seconds of ONNX export and prior counting), and before anything in out_dir is touched.
+    if max_positions is not None and max_positions < 1:
+        raise ValueError(f"--prior-positions must be >= 1, got {max_positions}")
+    out_dir = Path(out_dir)
+    archive_path = out_dir / f"{name}{ARCHIVE_SUFFIX}"
+    if archive and archive_path.is_dir():
+        raise ValueError(f"{archive_path} is a folder, not an archive path")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file, not a folder to export into")
     say = log or (lambda msg: None)
+    metrics = read_metrics(run_dir)
     model, codec, info = load_model(run_dir)
     model.eval()
     cfg = model.cfg
@@ -79,7 +90,10 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
         raise ValueError(f"k_live must be in 1..{cfg.k_max}, got {k_live}")
     if atom_dtype == "auto":
         atom_dtype = choose_atom_dtype(cfg.n_atoms, cfg.atom_length, codec)
-    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    if pieces is None:             # a run whose corpus is gone fails here, not after the export
+        pieces, _ = load_corpus(info.get("corpus", {}).get("name", ""), codec, "train")
+    t_corpus = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / name
     tmp = out_dir / f".{name}.tmp-{os.getpid()}"
@@ -89,9 +103,7 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
         t0 = time.perf_counter()
         enc, dec = export_onnx(model, codec, tmp, atom_dtype, encoder)
         say(f"encoder.onnx ({encoder}), decoder.onnx ({atom_dtype} atoms) in {time.perf_counter() - t0:.1f} s")
-        t0 = time.perf_counter()
-        if pieces is None:
-            pieces, _ = load_corpus(info.get("corpus", {}).get("name", ""), codec, "train")
+        t0 = time.perf_counter() - t_corpus
         # Counted on one-atom codes: the atom that alone best plays each beat. At k_max the later
         # slots are corrections, and the stitcher would draw them as if they were patterns.
         # Always counted with pursuit (best single-atom fit), whichever encoder the preset plays live.
@@ -113,7 +125,7 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
         atom_media.write_atoms_midi(tmp / "atoms.mid", codec, decoded, order)
         atom_media.write_atoms_png(tmp / "atoms.png", codec, decoded, order)
         manifest = build_manifest(name, description, codec, cfg, k_live, atom_dtype, info, prior,
-                                  read_metrics(run_dir), tmp)
+                                  metrics, tmp)
         manifest["encoder"] = encoder
         manifest["export_check"] = {"onnxruntime_vs_torch": parity}
         (tmp / "preset.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -126,13 +138,24 @@ def export_preset(run_dir, name: str, out_dir, description: str = "", archive: b
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if archive:
-        write_archive(target, out_dir / f"{name}{ARCHIVE_SUFFIX}")
+        write_archive(target, archive_path)
     return target
 
 
 def read_metrics(run_dir) -> dict:
+    """The run's metrics.json ({} when it has none); one that cannot be read is a ValueError naming it."""
     path = Path(run_dir) / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path} is not readable JSON ({type(e).__name__}): remove it, or rewrite it "
+                         f"with `sidl evaluate {run_dir}`") from e
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path} must hold a JSON object, not {json_kind(metrics)}: remove it, or rewrite "
+                         f"it with `sidl evaluate {run_dir}`")
+    return metrics
 
 
 def build_manifest(name, description, codec: Codec, cfg, k_live, atom_dtype, info, prior, metrics,

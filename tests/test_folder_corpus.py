@@ -75,3 +75,24 @@ def test_folder_splits_hold_out_every_tenth_file(tmp_path, monkeypatch):
     test, _ = load_corpus(str(root), DRUMS, "test")
     val, _ = load_corpus(str(root), DRUMS, "validation")
     assert (len(train), len(val), len(test)) == (8, 1, 1)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_a_corrupt_corpus_cache_is_rebuilt(tmp_path, monkeypatch, capsys, damage):
+    monkeypatch.setenv("SIDL_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "mine"
+    root.mkdir()
+    for i, rel in enumerate(SRC):
+        shutil.copy(data_root() / "groove" / rel, root / f"take{i}.mid")
+    pieces = folder_corpus(root, DRUMS)
+    (cache,) = (tmp_path / "cache").rglob("*.npz")
+    data = cache.read_bytes()
+    cache.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"garbage\n" * 50}[damage])
+    capsys.readouterr()
+    again = folder_corpus(root, DRUMS)
+    assert [p.name for p in again] == [p.name for p in pieces]
+    for a, b in zip(pieces, again):
+        np.testing.assert_array_equal(a.x, b.x)
+    err = capsys.readouterr().err
+    assert err.count("\n") <= 1 and "Traceback" not in err, err
+    assert cache.read_bytes() == data                     # rebuilt: the next run reads it again

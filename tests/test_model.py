@@ -79,3 +79,10 @@ def test_k1_share_sets_how_often_one_atom_per_beat_is_trained():
     draws = np.array([k_for_step(0.5, rng, a) for _ in range(4000)])
     assert abs((draws == 1).mean() - 0.4) < 0.03
     assert set(np.unique(draws)) == {1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("widths", [(0,), (16, 0), (16, -1)])
+def test_every_tcn_width_must_be_at_least_one(widths):
+    with pytest.raises(ValueError, match="every TCN width must be a whole number >= 1"):
+        ModelConfig(channels=27, tcn_channels=widths)
+    ModelConfig(channels=27, tcn_channels=())           # no TCN at all is allowed

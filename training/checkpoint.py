@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -57,21 +58,79 @@ def save_model(run_dir, model: TCNkWTA, codec: Codec, corpus: dict, args: dict) 
                                              "sidl_version": sidl_version()})
 
 
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, in words: for messages about a field of the wrong type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    return {str: "a string", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+# What a damaged .npz raises in np.load or while reading a member: empty (EOFError), truncated
+# (BadZipFile), not an npz at all (ValueError: "pickled data"), a bare .npy (no context manager), ...
+NPZ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+              RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)
+
+
+def read_npz(path, what: str) -> dict:
+    """Every array of an .npz written by sidl (nothing unpickled). A missing file raises
+    FileNotFoundError; an empty, truncated or foreign one a one-line ValueError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a readable sidl {what}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except NPZ_ERRORS as e:
+        raise ValueError(f"{path} is not a readable sidl {what} (empty or corrupt file)") from e
+
+
+def read_run_info(run_dir) -> dict:
+    """run.json as a dict whose ``corpus`` and ``args`` (when present) are objects."""
+    path = Path(run_dir) / "run.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ValueError(f"{run_dir}: not a readable training run (run.json: {_one_line(e)})") from e
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: not a readable training run (a JSON object expected, got {json_kind(info)})")
+    for key in ("corpus", "args"):
+        if key in info and not isinstance(info[key], dict):
+            raise ValueError(f"{path}: its {key!r} field must be an object, got {json_kind(info[key])}")
+    name = info.get("corpus", {}).get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"{path}: its corpus name must be a string, got {json_kind(name)}")
+    return info
+
+
 def load_model(run_dir) -> tuple[TCNkWTA, Codec, dict]:
     run_dir = Path(run_dir)
     for name in ("run.json", "model.npz"):
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir}: not a finished training run (no {name})")
+    info = read_run_info(run_dir)
     try:
-        info = json.loads((run_dir / "run.json").read_text())
         model = TCNkWTA(ModelConfig.from_dict(info["model"]))
-        with np.load(run_dir / "model.npz", allow_pickle=False) as z:
-            model.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files})
-        return model, Codec.from_dict(info["codec"]), info
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, zipfile.BadZipFile) as e:
-        # a truncated model.npz, a hand-edited run.json, weights of another configuration
-        first = " ".join(str(e).split())[:160]
-        raise ValueError(f"{run_dir}: not a readable training run ({type(e).__name__}: {first})") from e
+        codec = Codec.from_dict(info["codec"])
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+        # a hand-edited run.json
+        raise ValueError(f"{run_dir}: not a readable training run ({_one_line(e)})") from e
+    arrays = read_npz(run_dir / "model.npz", "model")
+    try:
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+    except (RuntimeError, TypeError, ValueError) as e:
+        # weights of another configuration
+        raise ValueError(f"{run_dir}: not a readable training run (model.npz does not fit run.json's "
+                         f"model: {_one_line(e)})") from e
+    return model, codec, info
 
 
 def save_checkpoint(run_dir, model, optimizer: torch.optim.Optimizer, loop_state: dict) -> None:
@@ -85,19 +144,83 @@ def save_checkpoint(run_dir, model, optimizer: torch.optim.Optimizer, loop_state
     _atomic_savez(Path(run_dir) / "checkpoint.npz", arrays)
 
 
-def load_checkpoint(run_dir, model, optimizer) -> dict:
+def _settings(state: dict) -> dict:
+    """The command-line settings a TCN-kWTA's weight shapes pin down: {option: value}."""
+    out = {}
+    if "decoder.weight" in state and len(state["decoder.weight"].shape) == 3:
+        a, c, l = state["decoder.weight"].shape
+        out.update({"--atoms": a, "--atom-length": l, "codec channels (--codec)": c})
+    widths, i = [], 0
+    while f"tcn.layers.{i}.weight" in state:
+        widths.append(state[f"tcn.layers.{i}.weight"].shape[0])
+        i += 1
+    out["--tcn"] = ",".join(map(str, widths)) or "''"
+    return out
+
+
+def _mismatch(path: Path, saved: dict, wanted: dict) -> str:
+    """Why a checkpoint's weights do not fit the model asked for, naming the settings that differ."""
+    have, want = _settings(saved), _settings(wanted)
+    diff = [f"{k} {have[k]} (this run asks for {want[k]})" for k in want if k in have and have[k] != want[k]]
+    if diff:
+        return f"{path} was trained with " + ", ".join(diff) + ": resume with the same settings"
+    for k, v in wanted.items():
+        if k not in saved or tuple(saved[k].shape) != tuple(v.shape):
+            got = "missing" if k not in saved else f"shape {tuple(saved[k].shape)}"
+            return (f"{path} does not fit the model asked for ({k}: {got}, expected {tuple(v.shape)}): "
+                    f"resume with the settings it was trained with")
+    return f"{path} does not fit the model asked for: resume with the settings it was trained with"
+
+
+LOOP_KEYS = ("step", "epoch", "elapsed", "resampled", "rng", "k_rng", "usage", "history")
+
+
+def read_checkpoint(run_dir, model) -> dict:
+    """checkpoint.npz of ``run_dir`` as arrays, checked against ``model`` (readable, its weights of
+    the same shapes, its loop state complete) before anything is loaded or trained."""
     path = Path(run_dir) / "checkpoint.npz"
     if not path.exists():
         raise FileNotFoundError(f"{path}: nothing to resume")
-    with np.load(path, allow_pickle=False) as z:
-        model.load_state_dict({k[6:]: torch.from_numpy(z[k]) for k in z.files if k.startswith("model/")})
-        opt = optimizer.state_dict()
-        state: dict = {}
-        for k in z.files:
+    arrays = read_npz(path, "checkpoint")
+    saved = {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}
+    wanted = model.state_dict()
+    if set(saved) != set(wanted) or any(tuple(saved[k].shape) != tuple(v.shape) for k, v in wanted.items()):
+        raise ValueError(_mismatch(path, saved, wanted))
+    try:
+        loop = json.loads(str(arrays["loop"]))
+        missing = [k for k in LOOP_KEYS if k not in loop]
+        for k in ("rng", "k_rng"):                     # a generator state numpy accepts
+            np.random.default_rng().bit_generator.state = loop[k]
+        ok = not missing and len(loop["usage"]) == model.cfg.n_atoms
+        params = list(model.parameters())              # the optimizer's order
+        for k, v in arrays.items():
             if k.startswith("opt/"):
                 _, pid, name = k.split("/")
-                val = torch.from_numpy(z[k])
-                state.setdefault(int(pid), {})[name] = val if val.ndim else val.clone()
-        opt["state"] = state
+                p = params[int(pid)]
+                ok = ok and (v.ndim == 0 or tuple(v.shape) == tuple(p.shape))
+    except (KeyError, ValueError, TypeError, IndexError, RecursionError) as e:
+        raise ValueError(f"{path} is not a readable sidl checkpoint (empty or corrupt file)") from e
+    if not ok:
+        raise ValueError(f"{path} is not a readable sidl checkpoint (incomplete or inconsistent state)")
+    return arrays
+
+
+def load_checkpoint(run_dir, model, optimizer, arrays: dict | None = None) -> dict:
+    """Load a checkpoint (``arrays`` from ``read_checkpoint``, else read here) into model and optimizer;
+    returns the loop state."""
+    z = read_checkpoint(run_dir, model) if arrays is None else arrays
+    model.load_state_dict({k[6:]: torch.from_numpy(v) for k, v in z.items() if k.startswith("model/")})
+    opt = optimizer.state_dict()
+    state: dict = {}
+    for k, v in z.items():
+        if k.startswith("opt/"):
+            _, pid, name = k.split("/")
+            val = torch.from_numpy(v)
+            state.setdefault(int(pid), {})[name] = val if val.ndim else val.clone()
+    opt["state"] = state
+    try:
         optimizer.load_state_dict(opt)
-        return json.loads(str(z["loop"]))
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        path = Path(run_dir) / "checkpoint.npz"
+        raise ValueError(f"{path} is not a readable sidl checkpoint (optimizer state: {_one_line(e)})") from e
+    return json.loads(str(z["loop"]))

@@ -82,6 +82,12 @@ def evaluate(
         print(f"sidl: evaluation needs the 'train' extra (pip install 'sidl[train]'): {e}", file=sys.stderr)
         raise typer.Exit(2)
     from pathlib import Path
+    if threads < 1:
+        print(f"sidl: --threads must be >= 1, got {threads}", file=sys.stderr)
+        raise typer.Exit(2)
+    if eval_pieces is not None and eval_pieces < 0:
+        print(f"sidl: --eval-pieces must be >= 0 (0: all test pieces), got {eval_pieces}", file=sys.stderr)
+        raise typer.Exit(2)
     if not (Path(run_dir) / "run.json").is_file():
         print(f"sidl: {run_dir}: not a training run (no run.json)", file=sys.stderr)
         raise typer.Exit(2)

@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import sys
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,11 +101,14 @@ def load_pieces(name: str, root: Path, codec: Codec, files: list[tuple[str, dict
     root = Path(root)
     path = cache_root() / "corpora" / f"{name}-{codec.name}-{_cache_key(name, root, codec, files)}.npz"
     if cache and path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            x, offsets = z["x"], z["offsets"]
-        return [Piece(m["name"], x[offsets[i]:offsets[i + 1]], Codec.from_dict(m["codec"]), m["labels"])
-                for i, m in enumerate(meta)]
+        cached = _read_cache(path)
+        if cached is not None:
+            return cached
+        print(f"{path}: unreadable corpus cache (empty or corrupt file): rebuilding it", file=log or sys.stderr)
+        try:
+            path.unlink()
+        except OSError:
+            pass
     pieces, skipped = [], []
     for rel, labels in files:
         try:
@@ -125,6 +130,24 @@ def load_pieces(name: str, root: Path, codec: Codec, files: list[tuple[str, dict
         np.savez(tmp, x=np.concatenate([p.x for p in pieces]), offsets=offsets, meta=np.array(meta))
         os.replace(tmp, path)
     return pieces
+
+
+def _read_cache(path: Path) -> list[Piece] | None:
+    """The pieces a cache file holds; None when it is empty, truncated or inconsistent (rebuild it)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            x, offsets = z["x"], z["offsets"]
+        if (not isinstance(meta, list) or offsets.ndim != 1 or len(offsets) != len(meta) + 1
+                or len(meta) and (offsets[0] != 0 or offsets[-1] != len(x) or np.any(np.diff(offsets) < 0))):
+            return None
+        pieces = [Piece(m["name"], x[offsets[i]:offsets[i + 1]], Codec.from_dict(m["codec"]), m["labels"])
+                  for i, m in enumerate(meta)]
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError,
+            NotImplementedError, zipfile.BadZipFile, zlib.error):
+        return None
+    return pieces if pieces and all(isinstance(p.labels, dict) and isinstance(p.name, str)
+                                    for p in pieces) else None
 
 
 def folder_corpus(root, codec: Codec, cache: bool = True) -> list[Piece]:

@@ -103,32 +103,59 @@ def evaluate(model, codec: Codec, test: list[Piece], train: list[Piece], k_max: 
     return out
 
 
-def reevaluate(run_dir, eval_pieces: int | None = None) -> dict:
+def reevaluate(run_dir, eval_pieces: int | None = None, log=None) -> dict:
     """Measure a finished run again with this code and rewrite its metrics.json (keeping the record
     of how it trained): what ``sidl evaluate RUN`` does after the pursuit or the metrics change.
-    ``eval_pieces``: first N test pieces, 0 for all; None: as many as the run was measured on."""
+    ``eval_pieces``: first N test pieces, 0 for all; None: as many as the run was measured on.
+    A previous metrics.json that cannot be read is replaced (its training record is lost: one line
+    on ``log``, stderr by default)."""
+    import sys
     from pathlib import Path
 
     from .checkpoint import load_model, write_json_atomic
     from .corpus import load_corpus
 
+    if eval_pieces is not None and eval_pieces < 0:
+        raise ValueError(f"--eval-pieces must be >= 0 (0: all test pieces), got {eval_pieces}")
     run_dir = Path(run_dir)
+    old = run_dir / "metrics.json"
+    if old.is_dir():
+        raise ValueError(f"{old} is a folder, not a file: move it away to evaluate {run_dir}")
     model, codec, info = load_model(run_dir)
     model.eval()
     if eval_pieces is None:
-        eval_pieces = int(info.get("args", {}).get("eval_pieces") or 0)
+        stored = info.get("args", {}).get("eval_pieces") or 0
+        if isinstance(stored, bool) or not isinstance(stored, int) or stored < 0:
+            raise ValueError(f"{run_dir / 'run.json'}: args.eval_pieces must be a whole number >= 0, "
+                             f"got {stored!r} (give --eval-pieces)")
+        eval_pieces = stored
     name = info.get("corpus", {}).get("name", "")
     test, _ = load_corpus(name, codec, "test")
     train = load_corpus(name, codec, "train")[0] if codec.name == "drums" else []   # the constant guess
+    previous = _previous_metrics(old, log or sys.stderr)
     metrics = evaluate(model, codec, test[:eval_pieces] if eval_pieces else test, train, model.cfg.k_max)
-    old = run_dir / "metrics.json"
-    if old.exists():
-        import json
-        previous = json.loads(old.read_text())
-        if "training" in previous:
-            metrics["training"] = previous["training"]
+    if "training" in previous:
+        metrics["training"] = previous["training"]
     write_json_atomic(old, metrics)
     return metrics
+
+
+def _previous_metrics(path, log) -> dict:
+    """The metrics.json being replaced, {} when there is none or it cannot be read (said on ``log``)."""
+    import json
+    if not path.exists():
+        return {}
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        why = f"not readable JSON ({type(e).__name__})"
+    else:
+        if isinstance(previous, dict):
+            return previous
+        why = "not a JSON object"
+    print(f"sidl: {path} is {why}: it will be replaced, and its training record cannot be kept",
+          file=log)
+    return {}
 
 
 def summary_table(metrics: dict) -> str:

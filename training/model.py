@@ -10,6 +10,7 @@ triples; atoms are kept at unit norm as in dictionary learning, so amplitudes ca
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from dataclasses import asdict, dataclass
 
 import torch
@@ -33,6 +34,8 @@ class ModelConfig:
     def __post_init__(self):
         if min(self.channels, self.n_atoms, self.atom_length, self.hop, self.kernel_size) < 1:
             raise ValueError("channels, atoms, atom length, hop and kernel size must be >= 1")
+        if any(isinstance(w, bool) or not isinstance(w, Integral) or w < 1 for w in self.tcn_channels):
+            raise ValueError(f"every TCN width must be a whole number >= 1, got {list(self.tcn_channels)}")
         if self.atom_length % self.hop:
             raise ValueError("atom_length must be a multiple of hop")
         if not 1 <= self.k_max <= self.n_atoms:

@@ -13,9 +13,26 @@ from .metrics import GRID_TOLERANCE_STEPS, Counts
 
 
 def held_out_pieces(preset, limit: int = 0):
-    """The test split of the corpus named in the preset's manifest."""
-    pieces, _ = load_corpus(preset.manifest.get("corpus", {}).get("name", ""), preset.codec, "test")
+    """The test split of the corpus named in the preset's manifest (the first ``limit``; 0: all)."""
+    if limit < 0:
+        raise ValueError(f"--pieces must be >= 0 (0: all test pieces), got {limit}")
+    corpus = preset.manifest.get("corpus", {})
+    if not isinstance(corpus, dict):
+        raise ValueError(f"preset {preset.name!r}: preset.json's corpus is {_kind(corpus)}, not an object: "
+                         f"its test split cannot be found")
+    name = corpus.get("name", "")
+    if not isinstance(name, str):
+        raise ValueError(f"preset {preset.name!r}: preset.json's corpus name is {_kind(name)}, not a string: "
+                         f"its test split cannot be found")
+    pieces, _ = load_corpus(name, preset.codec, "test")
     return pieces[:limit] if limit else pieces
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    return {str: "a string", int: "a number", float: "a number", bool: "true/false",
+            list: "a list"}.get(type(value), type(value).__name__)
 
 
 def evaluate_preset(preset, pieces, ks) -> dict:

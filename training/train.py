@@ -63,8 +63,23 @@ class TrainArgs:
     resume: bool = False
 
     def __post_init__(self):
+        """Reject what the command line can get wrong, before anything is loaded or written."""
+        if self.codec not in CODECS:
+            raise ValueError(f"--codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if min(self.batch, self.section_bars, self.atom_length, self.hop, self.n_atoms) < 1:
             raise ValueError("--batch, --atoms, --atom-length, --hop and the section length must be >= 1")
+        if self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if self.epochs < 0:
+            raise ValueError(f"--epochs must be >= 0 (0: train for --minutes), got {self.epochs}")
+        if not self.minutes >= 0 or not self.epochs and not self.minutes > 0:   # NaN fails both
+            raise ValueError(f"--minutes must be > 0 (or give --epochs), got {self.minutes}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if self.eval_pieces < 0:
+            raise ValueError(f"--eval-pieces must be >= 0 (0: all test pieces), got {self.eval_pieces}")
+        if self.max_sections < 0:
+            raise ValueError(f"--max-sections must be >= 0 (0: all), got {self.max_sections}")
 
 
 def k_for_step(progress: float, rng: np.random.Generator, a: TrainArgs) -> int:
@@ -190,14 +205,34 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+RUN_FILES = ("run.json", "model.npz", "checkpoint.npz")
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """--out must not hold a run unless it is resumed: a finished run is never replaced by accident."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if resume:
+        if not (out / "checkpoint.npz").exists():
+            raise FileNotFoundError(f"{out / 'checkpoint.npz'}: nothing to resume")
+    elif any((out / f).exists() for f in RUN_FILES):
+        raise ValueError(f"{out} already holds a run: use --resume to continue it, or another --out")
+
+
 def train(a: TrainArgs, log=sys.stderr) -> dict:
     t_start = time.perf_counter()
-    torch.set_num_threads(a.threads)
-    rank, world = _world()
     codec = CODECS[a.codec]
     out = Path(a.out)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    # Everything a user can get wrong is checked before the corpus loads, and --out is only made
+    # once it has: a failed command leaves no folder behind and never touches a finished run.
+    cfg = ModelConfig(codec.channels, a.n_atoms, a.atom_length, a.hop, tuple(a.tcn), 3, a.k_max, a.nonneg,
+                      a.lifetime)
+    check_out(out, a.resume)
+    torch.set_num_threads(a.threads)
+    rank, world = _world()
+    torch.manual_seed(a.seed)
+    model = TCNkWTA(cfg)
+    saved = ckpt.read_checkpoint(out, model) if a.resume else None
 
     train_pieces, corpus_info = load_corpus(a.corpus, codec, "train")
     val_pieces, _ = load_corpus(a.corpus, codec, "validation")
@@ -212,11 +247,9 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
         data = data[: a.max_sections]
     val = model_input(val, codec)
     corpus_info["split"] = "train"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
 
-    torch.manual_seed(a.seed)
-    cfg = ModelConfig(codec.channels, a.n_atoms, a.atom_length, a.hop, tuple(a.tcn), 3, a.k_max, a.nonneg,
-                      a.lifetime)
-    model = TCNkWTA(cfg)
     windows = beat_windows(model_input(data[:4096], codec), a.atom_length)
     init_gen = torch.Generator().manual_seed(a.seed + 1)                # identical on every rank
     with torch.no_grad():                                               # atoms start as real windows
@@ -235,7 +268,7 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
             "k_rng": np.random.default_rng([a.seed, 99]).bit_generator.state,
             "usage": [0.0] * a.n_atoms, "history": []}
     if a.resume:
-        loop = ckpt.load_checkpoint(out, model, opt)
+        loop = ckpt.load_checkpoint(out, model, opt, saved)
         print(f"resumed at epoch {loop['epoch']}, step {loop['step']}", file=log)
     rng = np.random.default_rng(); rng.bit_generator.state = loop["rng"]
     k_rng = np.random.default_rng(); k_rng.bit_generator.state = loop["k_rng"]
