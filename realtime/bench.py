@@ -3,8 +3,9 @@
 Prints one table:
 
 * compute per bar on the live path (``Engine.render``: encode -> edit -> decode -> timed batch),
-  p50/p99, for each mode (with ``--latency beat``: per beat), and the preset's two onnxruntime
-  graphs alone;
+  p50/p99, for each mode (with ``--latency beat``: per beat), back to back; the default mode again
+  paced, one bar every 20 ms, as the live worker meets it (cold caches); and the preset's two
+  onnxruntime graphs alone;
 * output onset error against the ideal grid through JACK: notes recorded by a second JACK client,
   compared with the engine's own grid (internal clock) and with the grid of a MIDI clock we send
   it (``--sync``);
@@ -60,15 +61,23 @@ def random_bar(rng: np.random.Generator, codec, n_notes: int = 24) -> NoteArray:
                                 rng.integers(30, 127, n_notes))
 
 
-def compute_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
-    """Seconds per ``render`` for each mode, on the worker's code path (no ports)."""
+MODES = ("generate", "generate --follow", "simplify", "echo", "simplify --latency beat")
+PACED_S = 0.02        # the paced run's pause between bars
+
+
+def compute_per_bar(model, n_bars: int = 500, modes=MODES, pause_s: float = 0.0) -> dict[str, np.ndarray]:
+    """Seconds per ``render`` for each mode, on the worker's code path (no ports).
+
+    Back to back (``pause_s`` 0) this is the code's own cost, caches warm. Live, the worker renders
+    one bar and then waits for the next: with ``pause_s`` it sleeps that long before each bar, and
+    each bar pays for caches and branch predictors that other work has taken over meanwhile.
+    """
     import gc
     gc.collect()
     gc.freeze()                                   # as sidl-live does once it has started
     rng = np.random.default_rng(0)
     clock = InternalClock(120.0)
     out = {}
-    modes = ["generate", "generate --follow", "simplify", "echo", "simplify --latency beat"]
     for mode in modes:
         per_beat = "beat" in mode
         eng = Engine(model, Controls(mode=mode.split()[0], follow="follow" in mode,   # sidl-live's defaults
@@ -83,11 +92,34 @@ def compute_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
                              clock.timeline, position=pos)
             else:
                 job = BarJob(b, played[b % 16], eng.controls, clock.timeline)
+            if pause_s:
+                time.sleep(pause_s)
             t0 = time.perf_counter()
             eng.render(job)
             times.append(time.perf_counter() - t0)
         out[mode] = np.array(times[20:])          # the first bars warm caches up
     return out
+
+
+def machine_cold_factor(n: int = 300, pause_s: float = PACED_S) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds of a fixed pure-Python loop back to back, and after ``pause_s`` of sleep: how much
+    this machine alone slows any code that wakes up (the paced row's yardstick)."""
+    def loop():
+        s = 0
+        for i in range(300):
+            s += i * i
+        return s
+    out = []
+    for pause in (0.0, pause_s):
+        times = []
+        for _ in range(n + 20):
+            if pause:
+                time.sleep(pause)
+            t0 = time.perf_counter()
+            loop()
+            times.append(time.perf_counter() - t0)
+        out.append(np.array(times[20:]))
+    return out[0], out[1]
 
 
 def graph_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
@@ -235,6 +267,13 @@ def main(argv: list[str] | None = None) -> None:
     for mode, secs in compute_per_bar(model, args.bars).items():
         unit = "beats" if "beat" in mode else "bars"
         rows.append((f"compute per {unit[:-1]}, {mode}", _ms(secs, 50), _ms(secs, 99), f"{len(secs)} {unit}"))
+    default = default_mode(codec)
+    paced = compute_per_bar(model, min(args.bars, 300), (default,), PACED_S)[default]
+    rows.append((f"  {default}, a bar every {PACED_S * 1e3:.0f} ms (cold, as live)", _ms(paced, 50), _ms(paced, 99),
+                 f"{len(paced)} bars"))
+    warm, cold = machine_cold_factor(min(args.bars, 300))
+    rows.append((f"  yardstick: a Python loop, paced / back to back", f"{np.median(cold) / np.median(warm):7.1f}x",
+                 f"{np.percentile(cold, 99) / np.percentile(warm, 99):7.1f}x", "this machine's wake-up cost"))
     for what, secs in graph_per_bar(model, args.bars).items():
         rows.append((f"  onnxruntime {what}, k = {model.k}", _ms(secs, 50), _ms(secs, 99), f"{len(secs)} bars"))
     if not jack_running():

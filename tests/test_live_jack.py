@@ -484,3 +484,15 @@ def test_program_change_switches_between_shipped_presets_without_stuck_notes(jac
     assert d_ons and d_balanced and max(t for t, _, _ in d_ons) < t_switch + 0.01
     assert p_ons and p_balanced and min(t for t, _, _ in p_ons) > t_switch
     assert {n for _, n, _ in p_ons} <= set(chord)      # the played chord, simplified: nothing invented
+
+
+def test_the_benchmark_prints_every_row(jack_server):
+    """The README's benchmark command runs end to end (a stand-in model, a few bars): no row rots."""
+    r = subprocess.run([sys.executable, "-m", "sidl.realtime.bench", "--model",
+                        str(ROOT / "tests" / "standin.py") + ":drum_model", "--bars", "40", "--jack-bars", "2"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    for row in ("compute per bar, generate ", "compute per beat, simplify --latency beat",
+                "generate, a bar every 20 ms", "yardstick", "onset error |t - grid|",
+                "onset error, MIDI clock in", "start -> first bar ready"):
+        assert row in r.stdout, (row, r.stdout)
