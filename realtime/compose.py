@@ -114,7 +114,7 @@ class Composer:
             idx, val = stitch_bar(rng, usage, m.transitions, c.density, self._prev_atom, self.scale)
             self._groove = (c.density, idx, val)
         _, idx, val = self._groove
-        idx, val = vary_atoms(idx, val, rng, c.variation, usage, self.usage_cdf)
+        idx, val = vary_atoms(idx, val, rng, c.variation, usage, self.usage_cdf, self.scale)
         if c.fill_every and (bar + 1) % c.fill_every == 0:
             # A fill: the second half of the bar restitched, busier, continuing from the first half.
             half = self.positions // 2

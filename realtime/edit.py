@@ -65,13 +65,16 @@ def prior_cdf(usage: np.ndarray) -> np.ndarray:
 
 
 def vary_atoms(idx: np.ndarray, val: np.ndarray, rng: np.random.Generator, amount: float,
-               usage: np.ndarray, cdf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               usage: np.ndarray, cdf: np.ndarray | None = None,
+               scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Replace each atom in use, with probability ``amount``, by one the meter prior likes there.
 
-    The replacement keeps the original's value, so the bar keeps its dynamics and density.
+    The replacement keeps the original's value, so a played bar keeps its dynamics and density;
+    with ``scale`` (n_atoms,) it takes its own typical value instead, as ``stitch_bar`` gives one
+    (generated bars: then every beat of one atom is one the preset has decoded already).
     ``cdf`` is ``prior_cdf(usage)`` when the caller keeps it.
     """
-    idx = idx.copy()
+    idx, val = idx.copy(), val.copy()
     positions, k = idx.shape
     # A bar holds a handful of atoms: plain Python over them costs less than numpy calls would.
     draws = rng.random((positions, k)).ravel().tolist()
@@ -80,8 +83,11 @@ def vary_atoms(idx: np.ndarray, val: np.ndarray, rng: np.random.Generator, amoun
             if cdf is None:
                 cdf = prior_cdf(usage)
             row = cdf[(i // k) % len(cdf)]
-            idx.flat[i] = min(int(np.searchsorted(row, rng.random() * row[-1], side="right")), len(row) - 1)
-    return idx, val.copy()
+            a = min(int(np.searchsorted(row, rng.random() * row[-1], side="right")), len(row) - 1)
+            idx.flat[i] = a
+            if scale is not None:
+                val.flat[i] = scale[a]
+    return idx, val
 
 
 def stitch_bar(rng: np.random.Generator, usage: np.ndarray, transitions: np.ndarray, density: float,

@@ -43,6 +43,7 @@ MAX_MEMBER_BYTES = 100 * 10**6                  # a preset file is a few MB at m
 ARCHIVE_SUFFIX = ".sidl"
 LIVE_CODECS = ("drums", "piano-grid")           # codecs with bars, which the engine can play
 MAX_BINDINGS = 32                              # per thread; live uses a handful of shapes
+MAX_SEEN_POSITIONS = 8192                      # decoded code positions kept (~4 kB each for piano)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -275,6 +276,10 @@ class Preset:
     encoder: ort.InferenceSession = field(repr=False)
     decoder: ort.InferenceSession = field(repr=False)
     _bound: threading.local = field(default_factory=threading.local, repr=False, init=False)
+    # Decoded code positions, by (atom, amplitude) pairs (see decode_bar): shared by threads, as
+    # dict reads and writes are atomic and entries never change.
+    _one_atom: dict = field(default_factory=dict, repr=False, init=False)
+    _seen: dict = field(default_factory=dict, repr=False, init=False)
 
     @property
     def k_live(self) -> int:
@@ -316,15 +321,49 @@ class Preset:
         return run.outputs["idx"].T.copy(), run.outputs["val"].T.copy()
 
     def decode_bar(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        """idx (positions, k) int64, val (positions, k) float32 -> (positions * stride, channels)."""
+        """idx (positions, k) int64, val (positions, k) float32 -> (positions * stride, channels).
+
+        Atoms tile time (hop == atom length: export checks it) and the read-out works value by
+        value, so every code position decodes on its own, and the graph's output for one
+        position's atoms and amplitudes can be kept and reused exactly. Each atom at its typical
+        amplitude (what generate stitches) is decoded once at load; other positions the first time
+        they are met. So a generated bar is a few lookups, and only new material runs the graph.
+        """
         positions, k = idx.shape
         if k == 0:
             return np.zeros((positions * self.stride, self.codec.channels), np.float32)
-        run = self._binding("decoder", (k, positions))
+        # A position's key: its (atom, amplitude) pairs in slot order, empty slots left out (they
+        # add exactly 0.0 to the sum, so the output does not depend on them).
+        keys = [tuple((i, v) for i, v in zip(ir, vr) if v) for ir, vr in zip(idx.tolist(), val.tolist())]
+        seen = self._seen
+        parts = [seen.get(key) for key in keys]
+        new = [p for p, part in enumerate(parts) if part is None]
+        if new:
+            if len(seen) > MAX_SEEN_POSITIONS:      # forget what was learned live, keep the atoms
+                seen.clear()
+                seen.update(self._one_atom)
+            y = self._run_decoder(idx[new], val[new])
+            for j, p in enumerate(new):
+                parts[p] = seen[keys[p]] = y[j * self.stride:(j + 1) * self.stride]
+        return np.concatenate(parts)
+
+    def _run_decoder(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """The decoder graph itself on (positions, k) codes."""
+        run = self._binding("decoder", (idx.shape[1], idx.shape[0]))
         np.copyto(run.inputs["idx"], idx.T)
         np.copyto(run.inputs["val"], val.T)
         run.run()
         return run.outputs["y"].copy()
+
+    def _decode_every_atom(self) -> None:
+        """Decode each atom alone at its typical amplitude, in one graph run (at load)."""
+        idx = np.arange(self.n_atoms, dtype=np.int64)[:, None]
+        val = self.atom_scale.astype(np.float32)[:, None]
+        y = self._run_decoder(idx, val)
+        one = {tuple((i, v) for i, v in zip(ir, vr) if v): y[a * self.stride:(a + 1) * self.stride]
+               for a, (ir, vr) in enumerate(zip(idx.tolist(), val.tolist()))}
+        object.__setattr__(self, "_one_atom", one)
+        object.__setattr__(self, "_seen", dict(one))
 
 
 def load_preset(name_or_path) -> Preset:
@@ -359,6 +398,7 @@ def open_preset(folder: Path, label: str) -> Preset:
                     length, usage, transitions, scale, enc, dec)
     try:   # one silent bar through both graphs: checks them and warms them up for the first real bar
         preset.decode_bar(*preset.encode_bar(np.zeros((codec.steps_per_bar, codec.channels), np.float32)))
+        preset._decode_every_atom()
     except Exception as e:
         raise PresetError(label, f"its graphs do not run ({' '.join(str(e).split())[:160]})") from e
     return preset
