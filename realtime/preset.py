@@ -342,13 +342,13 @@ class Preset:
             if len(seen) > MAX_SEEN_POSITIONS:      # forget what was learned live, keep the atoms
                 seen.clear()
                 seen.update(self._one_atom)
-            y = self._run_decoder(idx[new], val[new])
+            y = self.run_decoder(idx[new], val[new])
             for j, p in enumerate(new):
                 parts[p] = seen[keys[p]] = y[j * self.stride:(j + 1) * self.stride]
         return np.concatenate(parts)
 
-    def _run_decoder(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        """The decoder graph itself on (positions, k) codes."""
+    def run_decoder(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """The decoder graph itself on (positions, k) codes, nothing reused (``decode_bar`` reuses)."""
         run = self._binding("decoder", (idx.shape[1], idx.shape[0]))
         np.copyto(run.inputs["idx"], idx.T)
         np.copyto(run.inputs["val"], val.T)
@@ -359,7 +359,7 @@ class Preset:
         """Decode each atom alone at its typical amplitude, in one graph run (at load)."""
         idx = np.arange(self.n_atoms, dtype=np.int64)[:, None]
         val = self.atom_scale.astype(np.float32)[:, None]
-        y = self._run_decoder(idx, val)
+        y = self.run_decoder(idx, val)
         one = {tuple((i, v) for i, v in zip(ir, vr) if v): y[a * self.stride:(a + 1) * self.stride]
                for a, (ir, vr) in enumerate(zip(idx.tolist(), val.tolist()))}
         object.__setattr__(self, "_one_atom", one)

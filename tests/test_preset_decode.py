@@ -25,15 +25,15 @@ def test_reused_positions_decode_exactly_as_the_graph(preset):
         idx = np.where(rng.random((positions, 1)) < 0.5, pool[rng.integers(0, 6, positions)][:, :k],
                        rng.integers(0, preset.n_atoms, (positions, k)))
         val = rng.choice([0.0, 0.5, 1.0, -0.7], (positions, k)).astype(np.float32)
-        assert np.array_equal(preset.decode_bar(idx, val), preset._run_decoder(idx, val))
+        assert np.array_equal(preset.decode_bar(idx, val), preset.run_decoder(idx, val))
 
 
 def test_generated_beats_of_one_atom_never_run_the_graph(preset, monkeypatch):
     """Each atom at its typical amplitude is decoded at load; generate at density 1 (the default)
     draws, varies and plays only such beats, so no bar runs the decoder graph."""
     runs = []
-    real = Preset._run_decoder
-    monkeypatch.setattr(Preset, "_run_decoder", lambda self, i, v: runs.append(len(i)) or real(self, i, v))
+    real = Preset.run_decoder
+    monkeypatch.setattr(Preset, "run_decoder", lambda self, i, v: runs.append(len(i)) or real(self, i, v))
     clock = InternalClock(120.0)
     e = Engine(preset, Controls(mode="generate", variation=0.5), channel=9, clock=clock)
     notes = 0
