@@ -15,6 +15,8 @@ import numpy as np
 PPQN = 24                 # MIDI clock ticks per quarter note
 SPP_TICKS = 6             # Song Position Pointer counts 16ths: 6 ticks each
 FIT_MAX_TICKS = 4 * PPQN  # longest tempo fit: four beats of ticks
+SETTLED_TICKS = 12        # a tick lost in transport is recognised once the line has this many
+LOST_TICK_TOL = 0.15      # ...when the next arrives this close (in periods) to a whole number of them
 CHANGE_RUN = 3            # this many ticks in a row off the fitted line -> the tempo changed
 CHANGE_MIN_S = 0.0015     # never call a tick "off" by less than this (above JACK period-64 jitter)
 LOST_QUARTERS = 2.0       # no clock for this many quarters -> clock lost
@@ -109,6 +111,7 @@ class ClockFollower:
         self._tol = CHANGE_MIN_S
         self._last_t = -math.inf
         self._armed_at = -math.inf
+        self._counted_lost = 0                # ticks the last clock counted as lost in transport
         self._timeline: Timeline | None = None
 
     # -- input -------------------------------------------------------------------------------
@@ -136,14 +139,32 @@ class ClockFollower:
         """Start/Continue: until the first tick, expect it one tick from now at the last tempo, so
         the engine can prepare the first bar before it begins (the first tick then corrects it)."""
         self._armed, self._armed_at, self._next_tick = True, t, tick
+        self._counted_lost = 0
         if t - self._last_t > 4 * self._tick_s:
             self._m = 0                       # the clock paused while stopped: fit afresh
         self._song_tick = tick - 1
         self._timeline = Timeline(t + self._tick_s, tick / PPQN, self._quarter_s)
 
     def _clock(self, t: float) -> None:
+        if self._counted_lost:
+            # The last tick came a whole number of periods late and we counted the ticks between
+            # as lost in transport. Back on the period now: they were. Late again: the tempo fell.
+            if abs(t - self._last_t - self._line[1]) > self._lost_tol():
+                self._next_tick -= self._counted_lost
+                self._m = 0
+            self._counted_lost = 0
         if t - self._last_t > LOST_QUARTERS * self._quarter_s:
             self._m = 0                       # a gap: old ticks say nothing about the new tempo
+        elif self.running and self._m >= SETTLED_TICKS and (lost := self._lost_ticks(t)):
+            # A loaded JACK graph can drop a tick: uncounted, every later position would sit a tick
+            # early for the rest of the song. Count the missing ones on the line (checked next tick).
+            for j in range(1, lost + 1):
+                self._times[self._n % FIT_MAX_TICKS] = self._line[0] + j * self._line[1]
+                self._n += 1
+                self._m = min(self._m + 1, FIT_MAX_TICKS)
+            self._next_tick += lost
+            self._counted_lost = lost
+            self._off_run = 0
         elif self._m >= 4:
             # Does this tick still sit on the line? A run of misses on one side means a new tempo.
             miss = t - (self._line[0] + self._line[1])
@@ -168,6 +189,16 @@ class ClockFollower:
             # The line's value at this tick is a better anchor than its jittered arrival.
             self._timeline = Timeline(self._line[0], self._song_tick / PPQN, self._quarter_s)
 
+    def _lost_tol(self) -> float:
+        return max(self._tol, LOST_TICK_TOL * self._line[1])
+
+    def _lost_ticks(self, t: float) -> int:
+        """Ticks missing before one at ``t``: it lands a whole number (2 or more) of periods after
+        the line's last tick, as closely as steady ticks land one period after it."""
+        gap = (t - self._line[0]) / self._line[1]
+        n = round(gap)
+        return n - 1 if n >= 2 and abs(gap - n) * self._line[1] <= self._lost_tol() else 0
+
     def _fit(self) -> None:
         m = self._m
         if m < 2:
@@ -189,6 +220,7 @@ class ClockFollower:
         if self.running or self._armed:         # (a Stop while stopped keeps a Song Position Pointer)
             self._next_tick = self._song_tick + 1   # Continue resumes after the last tick played
         self.running, self._armed = False, False
+        self._counted_lost = 0
         self._timeline = None
 
     # -- queries -----------------------------------------------------------------------------

@@ -143,6 +143,33 @@ def test_follower_stop_while_stopped_keeps_the_song_position():
     assert f.position(seen[50] + 0.3 + 60 / 120 / PPQN) == pytest.approx(4.0, abs=1e-3)
 
 
+@pytest.mark.parametrize("dropped", [[500], [500, 501], [300, 700]])
+def test_follower_counts_ticks_the_transport_dropped(dropped):
+    """A loaded JACK graph can lose a clock message: counted by timing, the song position stays right."""
+    f = ClockFollower()
+    ideal, seen = tick_times(120, 1000)
+    f.feed("start", seen[0] - 0.001)
+    keep = np.ones(len(seen), bool)
+    keep[dropped] = False
+    for i in np.nonzero(keep)[0]:
+        f.feed("clock", float(seen[i]))
+        if i > max(dropped) + 1:
+            assert f.position(float(seen[i])) == pytest.approx(i / PPQN, abs=PERIOD_S / 0.5)
+
+
+@pytest.mark.parametrize("slower", [2.0, 3.0])
+def test_follower_a_sudden_whole_number_slowdown_is_a_tempo_change_not_lost_ticks(slower):
+    """Ticks suddenly 2x (3x) apart look like lost ticks for one tick; the next one settles it."""
+    f = ClockFollower()
+    _, first = tick_times(120, 200)
+    _, then = tick_times(120 / slower, 100, t0=float(first[-1]) + 60 / (120 / slower) / PPQN)
+    f.feed("start", first[0] - 0.001)
+    feed_ticks(f, first)
+    feed_ticks(f, then[:30])
+    assert f.position(float(then[29])) == pytest.approx((200 + 29) / PPQN, abs=PERIOD_S / 0.25)
+    assert f.bpm == pytest.approx(120 / slower, rel=0.02)
+
+
 def test_follower_start_restarts_from_zero():
     f = ClockFollower()
     _, seen = tick_times(120, 100)
