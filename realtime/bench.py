@@ -178,6 +178,7 @@ def onset_error(model, bpm: float = 240.0, n_bars: int = 8,
     clock = None if sync else InternalClock(bpm, start_s=start)
     eng = Engine(model, Controls(mode="generate", density=4.0, quantize=True, variation=0.5),
                  channel=9, clock=clock, input_latency_s=inp.latency_s)
+    eng.warm_up()                                  # as sidl-live does
     stop = threading.Event()
     th = threading.Thread(target=run_live, args=(eng, inp.poll, sched, stop), daemon=True)
     rec = Recorder("sidl-bench-out:sidl out", "sidl-bench-rec")

@@ -165,6 +165,7 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
         inp.close()
         outp.close()
         raise UsageError(str(e)) from None
+    engine.warm_up()
     # Everything loaded so far lives until exit: take it out of the garbage collector's sweeps,
     # which otherwise pause every thread (the send thread included) for longer as the heap grows.
     gc.collect()

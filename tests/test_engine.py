@@ -6,9 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from sidl.realtime.clock import PPQN, InternalClock
+from sidl.realtime.clock import PPQN, InternalClock, Timeline
 from sidl.realtime.controls import Controls
-from sidl.realtime.engine import PANIC, RETIME, BankEntry, BarBuffer, Engine, run_live, status_line
+from sidl.realtime.engine import PANIC, RETIME, BankEntry, BarBuffer, BarJob, Engine, run_live, status_line
+from sidl.realtime.notes import NoteArray
 from sidl.realtime.scheduler import RecordingOutput, Scheduler
 
 BAR_S_120 = 2.0
@@ -250,6 +251,21 @@ def test_a_garbage_stream_is_ignored_and_bars_go_on(drums, sync):
         before = e.compute_s[~np.isnan(e.compute_s)].size
         run_bars(e, now + 3 * BAR_S_120)
         assert e.compute_s[~np.isnan(e.compute_s)].size > before
+
+
+def test_warm_up_leaves_no_trace(drums, piano):
+    """sidl-live warms the engine before its clock starts; the bars it then plays are the bars a cold
+    engine plays (same seed, same groove), and the timing ring starts empty."""
+    def bars(engine):
+        return [[(m.type, m.note, m.velocity) for m in engine.render(BarJob(b, NoteArray.empty(), engine.controls,
+                                                                            Timeline(0.0, 0.0, 0.5))).messages]
+                for b in range(6)]
+    bank = (BankEntry(drums, None, 9), BankEntry(piano, None, 0))
+    cold = internal_engine(drums, Controls(density=2.0, variation=0.5), bank=bank)
+    warm = internal_engine(drums, Controls(density=2.0, variation=0.5), bank=bank)
+    warm.warm_up()
+    assert np.isnan(warm.compute_s).all()
+    assert bars(warm) == bars(cold)
 
 
 def test_a_late_bar_is_dropped_but_the_clock_kept(drums):
