@@ -210,6 +210,47 @@ def onset_error(model, bpm: float = 240.0, n_bars: int = 8,
     return t - (start + k * step_s), k / model.codec.steps_per_beat
 
 
+def transport_loss(n: int = 20000, spacing_s: float = 0.001) -> tuple[int, int | None]:
+    """Send ``n`` clock messages, one per ``spacing_s``, from one JACK client to two receivers:
+    ours (rtmidi, as sidl-live reads) and Debian's ``jack_midi_dump`` when installed. Returns how
+    many each got: what the MIDI system itself loses, apart from anything sidl does."""
+    import shutil
+    import tempfile
+    dump, dump_out = None, None
+    if shutil.which("jack_midi_dump") and shutil.which("jack_connect"):
+        dump_out = tempfile.NamedTemporaryFile("w+", suffix=".txt")
+        dump = subprocess.Popen(["jack_midi_dump", "sidl-bench-dump"], stdout=dump_out, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    inp, out = open_input(None, "sidl-bench-loss-in"), open_output(None, "sidl-bench-loss-out")
+    got = 0
+    try:
+        time.sleep(0.2)
+        if dump is not None:
+            subprocess.run(["jack_connect", "sidl-bench-loss-out:sidl out", "sidl-bench-dump:input"], check=False)
+        subprocess.run(["jack_connect", "sidl-bench-loss-out:sidl out", "sidl-bench-loss-in:sidl in"], check=False)
+        time.sleep(0.3)
+        t_next = time.perf_counter()
+        for i in range(n):
+            out.send_bytes([0xF8])
+            t_next += spacing_s
+            while time.perf_counter() < t_next:
+                time.sleep(0)
+            if i % 50 == 0:
+                got += sum(1 for _, d in inp.poll() if d == [0xF8])
+        time.sleep(0.5)
+        got += sum(1 for _, d in inp.poll() if d == [0xF8])
+    finally:
+        inp.close()
+        out.close()
+        if dump is not None:
+            dump.terminate()
+            dump.wait()
+    if dump_out is None:
+        return got, None
+    dump_out.seek(0)
+    return got, sum(1 for line in dump_out if line.strip().lower().endswith("f8"))
+
+
 def startup(launch: list[str], timeout_s: float = 20.0) -> tuple[float, float]:
     """Seconds from spawning ``sidl-live`` to its "ports open" and "first bar ready" lines."""
     t0 = time.perf_counter()
@@ -243,7 +284,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", help="a factory MODULE:ATTR or FILE.py:ATTR returning a model")
     ap.add_argument("--bars", type=int, default=500, help="bars for the compute timing")
     ap.add_argument("--jack-bars", type=int, default=8, help="bars (at 240 BPM) for each onset run")
+    ap.add_argument("--transport", type=int, metavar="N", default=0,
+                    help="only check the MIDI system: send N clock messages 1 ms apart, count arrivals")
     args = ap.parse_args(argv)
+    if args.transport:
+        if not jack_running():
+            ap.error("--transport needs a JACK server (jackd -d dummy -r 48000 -p 64 &)")
+        os.environ.setdefault("MIDO_BACKEND", "mido.backends.rtmidi/UNIX_JACK")
+        ours, dump = transport_loss(args.transport)
+        print(f"sent {args.transport} clock messages 1 ms apart through JACK: sidl's input got {ours}"
+              + (f", jack_midi_dump got {dump}" if dump is not None else ""))
+        return
     if bool(args.preset) == bool(args.model):
         ap.error("give exactly one of --preset or --model")
     if args.preset:
