@@ -137,9 +137,10 @@ class Engine:
 
     def __init__(self, model: BarModel, controls: Controls, *, channel: int,
                  clock: InternalClock | None, meter: tuple[int, int] = (4, 4), send_clock: bool = False,
-                 bank: tuple[BankEntry, ...] = (), input_latency_s: float = 0.0):
-        if not 0 <= channel <= 15:
+                 bank: tuple[BankEntry, ...] = (), input_latency_s: float = 0.0, in_channel: int | None = None):
+        if not 0 <= channel <= 15 or not (in_channel is None or 0 <= in_channel <= 15):
             raise ValueError("channel must be in range 0..15")
+        self.in_channel = in_channel              # None: notes and controls from every channel
         self.composer = Composer(model, meter)
         self.controls = controls
         self.channel = channel
@@ -205,6 +206,8 @@ class Engine:
                 self.ignored += 1
                 return None
             return self._clock_message(status, t, data)
+        if self.in_channel is not None and status & 0x0F != self.in_channel:
+            return None                            # another instrument's channel (clock is not channelled)
         kind = status & 0xF0
         need = 2 if kind == 0xC0 or kind == 0xD0 else 3
         if len(data) < need or data[1] > 127 or data[need - 1] > 127:

@@ -97,6 +97,8 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
         quantize: bool = typer.Option(False, "--quantize", help="no microtiming: every note on the grid"),
         channel: Optional[int] = typer.Option(
             None, help="output channel 1..16; default 10 for drums, 1 for piano"),
+        in_channel: Optional[int] = typer.Option(
+            None, help="listen to notes, CCs and Program Changes on this channel 1..16 only; default: all"),
     ):
         if list_ports_:
             inputs, outputs = list_ports(backend)
@@ -109,6 +111,8 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
             raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
         if channel is not None and not 1 <= channel <= 16:
             raise UsageError("--channel must be in 1..16")
+        if in_channel is not None and not 1 <= in_channel <= 16:
+            raise UsageError("--in-channel must be in 1..16")
         meter_ = parse_meter(meter)
         t_start = time.perf_counter()
         try:
@@ -123,7 +127,8 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
         except ValueError as e:
             raise UsageError(str(e)) from None
         return session(first.model, controls, None if sync else bpm, meter_, first.channel, port, out,
-                       backend, send_clock, t_start, bank if len(bank) > 1 else ())
+                       backend, send_clock, t_start, bank if len(bank) > 1 else (),
+                       None if in_channel is None else in_channel - 1)
 
     return app
 
@@ -144,10 +149,11 @@ def default_channel(codec) -> int:
 
 
 def session(model, controls, bpm, meter, channel, port, out, backend, send_clock, t_start,
-            bank=()) -> int:
+            bank=(), in_channel=None) -> int:
     """Open, run until a signal, close: every note-on we sent gets its note-off on the way out.
 
-    ``bpm`` None means follow the incoming MIDI clock; ``bank``: presets a Program Change selects.
+    ``bpm`` None means follow the incoming MIDI clock; ``bank``: presets a Program Change selects;
+    ``in_channel`` (0-based, None: all): the one input channel listened to.
     """
     inp = open_input(port, "sidl-in", backend)
     try:
@@ -160,7 +166,7 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
     clock = None if bpm is None else InternalClock(bpm, *meter, start_s=t_open + LEAD_S)
     try:
         engine = Engine(model, controls, channel=channel, clock=clock, meter=meter, send_clock=send_clock,
-                        bank=bank, input_latency_s=inp.latency_s)
+                        bank=bank, input_latency_s=inp.latency_s, in_channel=in_channel)
     except ValueError as e:
         inp.close()
         outp.close()

@@ -268,6 +268,20 @@ def test_warm_up_leaves_no_trace(drums, piano):
     assert bars(warm) == bars(cold)
 
 
+def test_in_channel_listens_to_one_channel_but_always_to_the_clock(drums, piano):
+    e = Engine(drums, Controls(mode="echo"), channel=9, clock=None, in_channel=9,
+               bank=(BankEntry(drums, None, 9), BankEntry(piano, None, 0)))
+    e.feed(0.0, [0xFA])
+    e.feed(0.01, [0xF8])
+    assert e.timeline is not None                              # the clock has no channel
+    for other in ([0x90, 38, 100], [0xB0, 123, 0], [0xC0, 1], [0xB0, 23, 127]):
+        assert e.feed(0.02, other) is None                     # channel 1: another instrument's
+    assert e.buffer.start == [] and e.controls.mode == "echo" and e.epoch == 0
+    e.feed(0.03, [0x99, 38, 100])
+    assert e.buffer.pitch == [38]
+    assert e.feed(0.04, [0xB9, 123, 0]) == PANIC
+
+
 def test_a_late_bar_is_dropped_but_the_clock_kept(drums):
     e = internal_engine(drums)
     assert [j.bar for j in e.due(0.99)] == [0]
