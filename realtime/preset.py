@@ -330,7 +330,7 @@ class Preset:
         they are met. So a generated bar is a few lookups, and only new material runs the graph.
         """
         positions, k = idx.shape
-        if k == 0:
+        if k == 0 or positions == 0:
             return np.zeros((positions * self.stride, self.codec.channels), np.float32)
         # A position's key: its (atom, amplitude) pairs in slot order, empty slots left out (they
         # add exactly 0.0 to the sum, so the output does not depend on them).
