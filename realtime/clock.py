@@ -16,7 +16,7 @@ PPQN = 24                 # MIDI clock ticks per quarter note
 SPP_TICKS = 6             # Song Position Pointer counts 16ths: 6 ticks each
 FIT_MAX_TICKS = 4 * PPQN  # longest tempo fit: four beats of ticks
 SETTLED_TICKS = 12        # a tick lost in transport is recognised once the line has this many
-LOST_TICK_TOL = 0.15      # ...when the next arrives this close (in periods) to a whole number of them
+LOST_TICK_TOL = 0.2       # ...when the next arrives this close (in periods) to a whole number of them
 CHANGE_RUN = 3            # this many ticks in a row off the fitted line -> the tempo changed
 CHANGE_MIN_S = 0.0015     # never call a tick "off" by less than this (above JACK period-64 jitter)
 LOST_QUARTERS = 2.0       # no clock for this many quarters -> clock lost
@@ -128,6 +128,7 @@ class ClockFollower:
             # Legal while stopped (where to Continue from); a DAW jumping while running (a loop)
             # also sends it: the next tick marks the new position, and the timeline says so now.
             self._next_tick = int(extra) * SPP_TICKS
+            self._counted_lost = 0                # a count of lost ticks is not undone across a jump
             if self.running or self._armed:
                 self._song_tick = self._next_tick - 1
                 t_next = self._line[0] + self._tick_s if self.running else self._timeline.t0
@@ -190,11 +191,14 @@ class ClockFollower:
             self._timeline = Timeline(self._line[0], self._song_tick / PPQN, self._quarter_s)
 
     def _lost_tol(self) -> float:
-        return max(self._tol, LOST_TICK_TOL * self._line[1])
+        return LOST_TICK_TOL * self._line[1]
 
     def _lost_ticks(self, t: float) -> int:
         """Ticks missing before one at ``t``: it lands a whole number (2 or more) of periods after
-        the line's last tick, as closely as steady ticks land one period after it."""
+        the line's last tick, within a fifth of a period. Only while the clock is steady (its jitter
+        well under that): on a jittery clock a late tick would pass for a lost one."""
+        if self._tol > self._lost_tol():
+            return 0
         gap = (t - self._line[0]) / self._line[1]
         n = round(gap)
         return n - 1 if n >= 2 and abs(gap - n) * self._line[1] <= self._lost_tol() else 0
@@ -224,6 +228,11 @@ class ClockFollower:
         self._timeline = None
 
     # -- queries -----------------------------------------------------------------------------
+    @property
+    def next_tick(self) -> int:
+        """The song position (ticks) the next clock will mark."""
+        return self._next_tick
+
     @property
     def armed(self) -> bool:
         """Start or Continue seen, the first tick not yet."""

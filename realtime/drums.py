@@ -74,7 +74,8 @@ def decode_drums(x: np.ndarray, threshold: float = 0.5, quantize: bool = False,
     else:
         start = step + feel[:, 1]                                     # int64 + float32: float64
         # A late hit ends by the half step, where the next step's earliest hit may start, so a
-        # re-strike never begins before the previous note's note-off.
-        end = start + np.minimum(np.maximum(HIT_LENGTH_STEPS - feel[:, 1], MIN_HIT_STEPS), HIT_LENGTH_STEPS)
+        # re-strike does not begin before the previous note's note-off (unless the first is more
+        # than 0.45 steps late: notes last at least MIN_HIT_STEPS). In float64, to the exact half.
+        end = np.maximum(np.minimum(start + HIT_LENGTH_STEPS, step + HIT_LENGTH_STEPS), start + MIN_HIT_STEPS)
     notes = NoteArray(start, end, CLASS_NOTES[cls], vel)
     return notes.sorted() if ordered else notes

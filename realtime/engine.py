@@ -167,6 +167,7 @@ class Engine:
         self._next: int | None = None            # the next job, counted in jobs of _job_q from the song start
         self._job_q = self.bar_q                  # quarters one job covers: a bar, or a code position
         self._started = False                     # --send-clock: Start sent since the song start
+        self._ticked: int | None = None           # --send-clock: ticks made so far, up to this one
         self.epoch = 0                            # panics so far: jobs made before the last one are void
         self._clock_out: list[Batch] = []         # --send-clock: ticks for the conductor to submit
         self._reset = False
@@ -260,8 +261,10 @@ class Engine:
         if status == 0xF8:
             f.feed("clock", t)
             return RETIME if f.running else None
+        if status == 0xFB and f.running:           # Continue while playing: nothing to continue
+            return None
         if status == 0xFA or status == 0xFB:
-            playing = f.running
+            playing = f.running or f.armed         # (a second Start before the first tick too)
             f.feed("start" if status == 0xFA else "continue", t)
             self._next = None                      # due() picks the bar from the expected position
             if playing:                            # a restart without Stop: what was played is gone
@@ -271,9 +274,9 @@ class Engine:
             f.feed("stop", t)
             return self._stopped()
         if status == 0xF2 and len(data) == 3 and data[1] < 0x80 and data[2] < 0x80:
-            playing = f.running or f.armed
+            playing, before = f.running or f.armed, f.next_tick
             f.feed("songpos", t, data[1] | (data[2] << 7))
-            if playing:                            # a jump while playing (a DAW's loop): start over there
+            if playing and f.next_tick != before:  # a jump while playing (a DAW's loop): start over there
                 return self._relocated()
         return None
 
@@ -292,7 +295,7 @@ class Engine:
 
     def _stopped(self) -> str:
         self._next = None
-        self._started = False
+        self._started, self._ticked = False, None
         self.buffer.clear()
         return self._panic()
 
@@ -327,7 +330,7 @@ class Engine:
             played = self.buffer.take(close_q - job_q, close_q, (n - 1) * job_q, self.spq)
             self._next = n + 1
             if self.send_clock:                    # made here, apart from composing: never dropped
-                self._clock_out.append(self._clock_ticks(n * job_q, job_q, tl))
+                self._clock_out.append(self._clock_ticks(n * job_q, (n + 1) * job_q, tl))
             if tl.time_of(n * job_q + self.half_q) < now:      # already half a step in: drop it
                 self.dropped += 1
                 continue
@@ -336,13 +339,17 @@ class Engine:
                                self._new_composer, self._new_channel, self.epoch))
             self._reset, self._new_composer, self._new_channel = False, None, None
 
-    def _clock_ticks(self, q0: float, span_q: float, tl: Timeline) -> Batch:
-        """--send-clock: 24 ticks a quarter over [q0, q0 + span_q), after Start at the song start."""
-        positions = q0 + np.arange(round(span_q * PPQN)) / PPQN
+    def _clock_ticks(self, q0: float, q1: float, tl: Timeline) -> Batch:
+        """--send-clock: 24 ticks a quarter over [q0, q1), after Start at the song start. Ticks
+        continue from the last one made, so a change of job length (bar <-> beat) neither repeats
+        nor skips any."""
+        first = round(q0 * PPQN) if self._ticked is None else self._ticked
+        self._ticked = max(first, round(q1 * PPQN))
+        positions = np.arange(first, self._ticked) / PPQN
         msgs = [self._clock_msg] * len(positions)
         if not self._started:
             self._started = True
-            positions, msgs = np.concatenate([[q0], positions]), [self._start_msg] + msgs
+            positions, msgs = np.concatenate([[first / PPQN], positions]), [self._start_msg] + msgs
         return Batch(tl.time_of(positions), positions, tuple(msgs), np.repeat(self._realtime_tie, len(msgs)))
 
     def take_clock(self) -> Batch | None:

@@ -167,11 +167,11 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
     try:
         engine = Engine(model, controls, channel=channel, clock=clock, meter=meter, send_clock=send_clock,
                         bank=bank, input_latency_s=inp.latency_s, in_channel=in_channel)
-    except ValueError as e:
+        engine.warm_up()
+    except Exception as e:                   # a preset whose graphs fail on a real bar: one line
         inp.close()
         outp.close()
-        raise UsageError(str(e)) from None
-    engine.warm_up()
+        raise UsageError(str(e) if isinstance(e, ValueError) else f"cannot play: {type(e).__name__}: {e}") from None
     # Everything loaded so far lives until exit: take it out of the garbage collector's sweeps,
     # which otherwise pause every thread (the send thread included) for longer as the heap grows.
     gc.collect()

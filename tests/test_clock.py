@@ -170,6 +170,29 @@ def test_follower_a_sudden_whole_number_slowdown_is_a_tempo_change_not_lost_tick
     assert f.bpm == pytest.approx(120 / slower, rel=0.02)
 
 
+@pytest.mark.parametrize("bpm, sd_ms", [(120, 3.0), (174, 2.0), (300, 1.2)])
+def test_follower_never_counts_a_late_tick_of_a_jittery_clock_as_lost(bpm, sd_ms):
+    """Jitter is not loss: a clock wobbling by a few ms keeps its count exactly."""
+    f = ClockFollower()
+    rng = np.random.default_rng(0)
+    n = 4000
+    t = np.sort(1.0 + np.arange(n) * 60 / bpm / PPQN + rng.normal(0, sd_ms / 1e3, n))
+    f.feed("start", t[0] - 0.001)
+    feed_ticks(f, t)
+    assert f.next_tick == n
+
+
+def test_follower_a_song_position_after_a_counted_lost_tick_starts_clean():
+    f = ClockFollower()
+    _, seen = tick_times(120, 100, jitter=False)
+    f.feed("start", seen[0] - 0.001)
+    feed_ticks(f, seen[:48])
+    f.feed("clock", float(seen[49]))                        # tick 48 lost: counted
+    f.feed("songpos", float(seen[49]) + 0.002, extra=0)      # the DAW loops back to the start...
+    f.feed("clock", float(seen[49]) + 1.6 * 60 / 120 / PPQN) # ...its first tick off the old period
+    assert f.next_tick == 1                                  # that tick marked position 0
+
+
 def test_follower_start_restarts_from_zero():
     f = ClockFollower()
     _, seen = tick_times(120, 100)

@@ -69,3 +69,14 @@ def test_a_late_hit_ends_before_the_next_hit_of_its_drum_can_start():
     first, second = decode_drums(x).select(np.array([0])), decode_drums(x).select(np.array([1]))
     assert first.end[0] <= second.start[0] and first.end[0] - first.start[0] >= 0.05 - 1e-6
     assert decode_drums(x, quantize=True).end.tolist() == [3.5, 4.5]
+
+
+def test_a_late_hit_ends_exactly_by_the_half_step():
+    """In float64: a late hit's note-off lands at or before the next step's earliest hit (float32
+    arithmetic put it 1.5e-8 steps after, sending the next note-on first)."""
+    x = np.zeros((16, 3 * N_CLASSES), np.float32)
+    x[[7, 8], 0], x[[7, 8], N_CLASSES] = 1.0, 0.8
+    for off in np.linspace(0.01, 0.45, 45, dtype=np.float32):
+        x[7, 2 * N_CLASSES], x[8, 2 * N_CLASSES] = off, -0.7           # clamped to -0.5: at 7.5
+        notes = decode_drums(x)
+        assert notes.end[0] <= notes.start[1] == 7.5

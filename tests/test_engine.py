@@ -282,6 +282,37 @@ def test_in_channel_listens_to_one_channel_but_always_to_the_clock(drums, piano)
     assert e.feed(0.04, [0xB9, 123, 0]) == PANIC
 
 
+@pytest.mark.parametrize("latency, cc", [("bar", 127), ("beat", 0)])
+def test_send_clock_neither_repeats_nor_skips_a_tick_when_the_job_length_changes(drums, latency, cc):
+    """CC 27 switches simplify between bar and beat jobs mid-bar; the DAW still gets 24 ticks a beat."""
+    now = [0.0]
+    out = RecordingOutput(clock=lambda: now[0])
+    sched = Scheduler(out, clock=lambda: now[0])
+    e = Engine(drums, Controls(mode="simplify", latency=latency), channel=9, clock=InternalClock(120),
+               send_clock=True)
+    for i in range(-100, 12000):
+        now[0] = t = i / 1000
+        if i == 9250 and e.feed(t, [0xB0, 27, cc]) == PANIC:       # at quarter 18.5
+            sched.panic()
+        e.due(t)
+        if (ticks := e.take_clock()) is not None:
+            sched.submit(ticks)
+        sched.send_due(t)
+    q = np.array([t for t, m in out.sent if m.type == "clock"]) / 0.5
+    per_beat = np.bincount(np.floor(q + 1e-6).astype(int))
+    assert (per_beat[:23] == PPQN).all(), per_beat
+
+
+def test_a_second_start_before_the_first_tick_voids_the_bar_made_for_the_first(drums):
+    e = Engine(drums, Controls(mode="generate"), channel=9, clock=None)
+    e.feed(0.0, [0xFA])
+    (first,) = e.due(0.001)
+    assert e.feed(0.005, [0xFA]) == PANIC                      # restarted before any tick
+    (second,) = e.due(0.006)
+    assert first.bar == second.bar == 0 and first.epoch < e.epoch == second.epoch
+    assert e.feed(0.5, [0xF8]) is not None and e.feed(0.51, [0xFB]) is None   # Continue while playing
+
+
 def test_a_late_bar_is_dropped_but_the_clock_kept(drums):
     e = internal_engine(drums)
     assert [j.bar for j in e.due(0.99)] == [0]
