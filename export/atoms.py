@@ -8,6 +8,7 @@ PNG is written by hand (zlib + struct): 8-bit RGB, one filter byte per row.
 """
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -143,4 +144,11 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def write_atoms_png(path, codec: Codec, atoms: np.ndarray, order: np.ndarray) -> None:
-    Path(path).write_bytes(png_bytes(atoms_sheet(codec, atoms, order)))
+    """Through a temporary name, as atoms.mid: an interrupted write leaves no half image."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(png_bytes(atoms_sheet(codec, atoms, order)))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
