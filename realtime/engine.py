@@ -62,6 +62,18 @@ class BarJob:
     epoch: int = 0           # the engine's panic count when the job was made: a later panic voids it
 
 
+def check_together(first: Composer, other: Composer) -> None:
+    """Presets played together (a bank) share a grid, and an atom length (``--latency beat`` counts
+    jobs in code positions); ValueError naming the one that does not."""
+    a, b = first.model.codec.steps_per_beat, other.model.codec.steps_per_beat
+    name = getattr(other.model, "name", other.model.codec.name)
+    if a != b:
+        raise ValueError(f"{name} has {b} steps per beat, not {a}: presets played together must share a grid")
+    if first.stride != other.stride:
+        raise ValueError(f"{name} has atoms of {other.stride} steps, not {first.stride}: presets played "
+                         f"together must share an atom length")
+
+
 @dataclass(frozen=True)
 class BankEntry:
     """A preset a MIDI Program Change can switch to: its model, its mode (None: the preset's
@@ -155,7 +167,7 @@ class Engine:
         self.input_slack_s = input_latency_s + 2 * POLL_S
         # Program Change n selects bank[n]: each preset is checked and its composer built now, so a
         # switch on the conductor only hands the worker a ready composer.
-        self._bank: tuple[tuple[BankEntry, Composer], ...] = ()
+        self._bank: tuple[tuple[BankEntry, Composer], ...] = ()     # (_composer_for reads it)
         self._bank = tuple((e, self._composer_for(e.model)) for e in bank)
         self.buffer = BarBuffer()
         self.dropped = 0                          # bars skipped because we were late
@@ -174,7 +186,6 @@ class Engine:
         self._new_composer: Composer | None = None     # a change the next job carries to the worker
         self._new_channel: int | None = None
         self._clock_msg, self._start_msg = mido.Message("clock"), mido.Message("start")
-        self._realtime_tie = np.array([TIE_REALTIME], np.int8)
         self._note_ties: dict[int, np.ndarray] = {}   # tie order of n note-ons then n note-offs
         self._clear_messages()
 
@@ -350,16 +361,16 @@ class Engine:
         if not self._started:
             self._started = True
             positions, msgs = np.concatenate([[first / PPQN], positions]), [self._start_msg] + msgs
-        return Batch(tl.time_of(positions), positions, tuple(msgs), np.repeat(self._realtime_tie, len(msgs)))
+        return Batch(tl.time_of(positions), positions, tuple(msgs), np.full(len(msgs), TIE_REALTIME, np.int8))
 
     def take_clock(self) -> Batch | None:
         """The outgoing clock made by ``due`` since the last call (None if none), for the scheduler."""
-        if not self._clock_out:
+        made, self._clock_out = self._clock_out, []
+        if not made:
             return None
-        out, self._clock_out = self._clock_out[0], self._clock_out[1:]
-        for b in self._clock_out:
+        out = made[0]
+        for b in made[1:]:
             out = out.merged(b)
-        self._clock_out = []
         return out
 
     def warm_up(self) -> None:
@@ -435,13 +446,8 @@ class Engine:
         for entry, composer in self._bank:
             if entry.model is model:
                 return composer
-        if model.codec.steps_per_beat != self.spq:
-            raise ValueError(f"{getattr(model, 'name', model.codec.name)} has {model.codec.steps_per_beat} "
-                             f"steps per beat, not {self.spq}: presets played together must share a grid")
         composer = Composer(model, (self.codec.beats_per_bar, self.codec.beat_unit))
-        if composer.stride != self.composer.stride:     # --latency beat counts jobs in code positions
-            raise ValueError(f"{getattr(model, 'name', model.codec.name)} has atoms of {composer.stride} steps, "
-                             f"not {self.composer.stride}: presets played together must share an atom length")
+        check_together(self.composer, composer)
         return composer
 
     def change(self, *, model: BarModel | None = None, controls: Controls | None = None,

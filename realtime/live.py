@@ -19,7 +19,7 @@ from .clock import InternalClock
 from .compose import Composer, default_mode
 from .controls import MODES, Controls, cc_help
 from .drums import DRUM_CHANNEL
-from .engine import BankEntry, Engine, run_live
+from .engine import BankEntry, Engine, check_together, run_live
 from .ports import PortError, list_ports, open_input, open_output
 from .scheduler import Scheduler
 
@@ -134,13 +134,10 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
 
 
 def check_bank(models, meter: tuple[int, int]) -> None:
-    """Every preset fits the meter, and all share a grid and an atom length (ValueError if not)."""
+    """Every preset fits the meter and can play beside the first (the engine's rule), before ports open."""
     composers = [Composer(m, meter) for m in models]
-    for m, c in zip(models[1:], composers[1:]):
-        if (m.codec.steps_per_beat, c.stride) != (models[0].codec.steps_per_beat, composers[0].stride):
-            raise ValueError(f"{getattr(m, 'name', m.codec.name)} has {m.codec.steps_per_beat} steps per beat "
-                             f"and atoms of {c.stride} steps, not {models[0].codec.steps_per_beat} and "
-                             f"{composers[0].stride}: presets played together must share them")
+    for c in composers[1:]:
+        check_together(composers[0], c)
 
 
 def default_channel(codec) -> int:

@@ -36,6 +36,7 @@ import onnxruntime as ort
 
 from .drums import CLASS_NAMES
 from .grid import KNOWN_CODECS, Codec
+from .npz import NPZ_ERRORS
 
 SCHEMA_VERSION = 1
 PRESET_FILES = ("encoder.onnx", "decoder.onnx", "prior.npz", "atoms.mid", "atoms.png")
@@ -216,7 +217,7 @@ def read_prior(data: bytes, n_atoms: int, positions: int, label: str):
                 raise ValueError("not an .npz archive")
             usage, scale = z["usage"], z["scale"]
             nxt, p = z["next_atom"], z["next_p"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    except NPZ_ERRORS as e:
         # (numpy's own text for a non-npz file suggests allow_pickle: not advice to pass on)
         why = "empty file" if not data else "not an .npz archive" if "pickle" in str(e) else e
         raise PresetError(label, f"prior.npz is not a readable prior ({why})") from e
@@ -356,14 +357,9 @@ class Preset:
         return run.outputs["y"].copy()
 
     def _decode_every_atom(self) -> None:
-        """Decode each atom alone at its typical amplitude, in one graph run (at load)."""
-        idx = np.arange(self.n_atoms, dtype=np.int64)[:, None]
-        val = self.atom_scale.astype(np.float32)[:, None]
-        y = self.run_decoder(idx, val)
-        one = {tuple((i, v) for i, v in zip(ir, vr) if v): y[a * self.stride:(a + 1) * self.stride]
-               for a, (ir, vr) in enumerate(zip(idx.tolist(), val.tolist()))}
-        object.__setattr__(self, "_one_atom", one)
-        object.__setattr__(self, "_seen", dict(one))
+        """Decode each atom alone at its typical amplitude (one graph run, at load), kept for good."""
+        self.decode_bar(np.arange(self.n_atoms, dtype=np.int64)[:, None], self.atom_scale.astype(np.float32)[:, None])
+        self._one_atom.update(self._seen)
 
 
 def load_preset(name_or_path) -> Preset:

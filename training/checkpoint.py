@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
-import zlib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 
 from sidl.realtime.grid import Codec
+from sidl.realtime.npz import NPZ_ERRORS
 
 from .model import ModelConfig, TCNkWTA
 
@@ -70,12 +69,6 @@ def json_kind(value) -> str:
         return "true/false"
     return {str: "a string", int: "a number", float: "a number", list: "a list",
             dict: "an object"}.get(type(value), type(value).__name__)
-
-
-# What a damaged .npz raises in np.load or while reading a member: empty (EOFError), truncated
-# (BadZipFile), not an npz at all (ValueError: "pickled data"), a bare .npy (no context manager), ...
-NPZ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError,
-              RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)
 
 
 def read_npz(path, what: str) -> dict:

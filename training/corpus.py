@@ -11,8 +11,6 @@ import hashlib
 import json
 import os
 import sys
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 from sidl.realtime.codecs import bars_to_steps, encode_notes
 from sidl.realtime.grid import Codec
 from sidl.realtime.midifile import MidiFileError, load_midi, read_score
+from sidl.realtime.npz import NPZ_ERRORS
 
 CACHE_VERSION = 2
 MIDI_SUFFIXES = (".mid", ".midi", ".MID", ".MIDI")
@@ -143,8 +142,7 @@ def _read_cache(path: Path) -> list[Piece] | None:
             return None
         pieces = [Piece(m["name"], x[offsets[i]:offsets[i + 1]], Codec.from_dict(m["codec"]), m["labels"])
                   for i, m in enumerate(meta)]
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError,
-            NotImplementedError, zipfile.BadZipFile, zlib.error):
+    except NPZ_ERRORS:
         return None
     return pieces if pieces and all(isinstance(p.labels, dict) and isinstance(p.name, str)
                                     for p in pieces) else None
