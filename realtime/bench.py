@@ -101,6 +101,39 @@ def compute_per_bar(model, n_bars: int = 500, modes=MODES, pause_s: float = 0.0)
     return out
 
 
+def compare_with(old_root: str, preset: str, mode: str, n_bars: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds per ``render`` of an older checkout (``git worktree add DIR REV``) and of this code,
+    alternated bar by bar in one process, each with its own shipped ``preset``: a comparison the
+    machine's noise cannot tilt, as it hits both sides alike."""
+    import gc
+    import tempfile
+    pkg = Path(tempfile.mkdtemp(prefix="sidl-old-")) / "sidl_old"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "realtime").symlink_to(Path(old_root).resolve() / "realtime")   # its presets/ beside it
+    sys.path.insert(0, str(pkg.parent))
+    sides = []
+    for name in ("sidl_old", "sidl"):
+        live = importlib.import_module(f"{name}.realtime.live")
+        engine = importlib.import_module(f"{name}.realtime.engine")
+        controls = importlib.import_module(f"{name}.realtime.controls")
+        clocks = importlib.import_module(f"{name}.realtime.clock")
+        model, clock = live.load_model(preset), clocks.InternalClock(120.0)
+        eng = engine.Engine(model, controls.Controls(mode=mode.split()[0], follow="follow" in mode),
+                            channel=9, clock=clock)
+        played = [random_bar(np.random.default_rng(i), model.codec) for i in range(16)]
+        sides.append((eng, engine.BarJob, clock, played, []))
+    gc.collect()
+    gc.freeze()
+    for b in range(n_bars + 20):
+        for eng, job, clock, played, times in sides:
+            j = job(b, played[b % 16], eng.controls, clock.timeline)
+            t0 = time.perf_counter()
+            eng.render(j)
+            times.append(time.perf_counter() - t0)
+    return np.array(sides[0][4][20:]), np.array(sides[1][4][20:])
+
+
 def machine_cold_factor(n: int = 300, pause_s: float = PACED_S) -> tuple[np.ndarray, np.ndarray]:
     """Seconds of a fixed pure-Python loop back to back, and after ``pause_s`` of sleep: how much
     this machine alone slows any code that wakes up (the paced row's yardstick)."""
@@ -284,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", help="a factory MODULE:ATTR or FILE.py:ATTR returning a model")
     ap.add_argument("--bars", type=int, default=500, help="bars for the compute timing")
     ap.add_argument("--jack-bars", type=int, default=8, help="bars (at 240 BPM) for each onset run")
+    ap.add_argument("--compare", metavar="DIR", help="only compare compute per bar with an older checkout in "
+                    "DIR (git worktree add DIR REV), alternating bar by bar; needs --preset")
+    ap.add_argument("--mode", default=None, help="with --compare: the mode (default: the preset's)")
     ap.add_argument("--transport", type=int, metavar="N", default=0,
                     help="only check the MIDI system: send N clock messages 1 ms apart, count arrivals")
     args = ap.parse_args(argv)
@@ -297,6 +333,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     if bool(args.preset) == bool(args.model):
         ap.error("give exactly one of --preset or --model")
+    if args.compare:
+        if not args.preset:
+            ap.error("--compare needs --preset")
+        if not (Path(args.compare) / "realtime" / "engine.py").is_file():
+            ap.error(f"--compare: {args.compare} is not a sidl checkout (no realtime/engine.py)")
+        from .live import load_model
+        mode = args.mode or default_mode(load_model(args.preset).codec)
+        old, new = compare_with(args.compare, args.preset, mode, args.bars)
+        print(f"compute per bar, {args.preset}, {mode}, alternated bar by bar ({len(new)} bars each)")
+        for what, secs in ((f"{args.compare}", old), ("this checkout", new)):
+            print(f"  {what:40s} p50 {_ms(secs, 50)} ms  p99 {_ms(secs, 99)} ms")
+        return
     if args.preset:
         from .live import load_model
         model = load_model(args.preset)

@@ -537,3 +537,16 @@ def test_engine_feeds_the_pedal_to_the_buffer(piano):
     e.feed(1.5, [0xB0, 64, 0])
     job = e.due(2.0 - 0.0625 + e.input_slack_s + 1e-6)[0]
     assert job.played.end.tolist() == pytest.approx([12.0])   # 1.5 s = 3 quarters = 12 steps
+
+
+def test_the_benchmark_compares_with_another_checkout():
+    """`bench --compare DIR` (the README's comparison across commits), here against this checkout."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "sidl.realtime.bench", "--preset", "drums-gmd", "--compare",
+                        str(root), "--bars", "30"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if " p50 " in line and " p99 " in line]
+    assert len(rows) == 2 and "generate, alternated bar by bar (30 bars each)" in r.stdout
