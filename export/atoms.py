@@ -8,24 +8,22 @@ PNG is written by hand (zlib + struct): 8-bit RGB, one filter byte per row.
 """
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from sidl.realtime.codecs import decode_notes
-from sidl.realtime.drums import DRUM_CHANNEL
-from sidl.realtime.grid import Codec
-from sidl.realtime.midifile import midi_from_notes, save_midi_atomic
-from sidl.realtime.notes import NoteArray
+from sidl.realtime.codec.convert import decode_notes
+from sidl.realtime.codec.files import write_bytes_atomic
+from sidl.realtime.codec.spec import Codec
+from sidl.realtime.codec.midifile import midi_from_notes, save_midi_atomic
+from sidl.realtime.codec.notes import NoteArray
 
 CLIP_BPM = 120.0
 SHEET_COLUMNS = 32                     # atoms per row of the sheet
 BACKGROUND = (255, 255, 255)
 BORDER = (200, 200, 200)
-CELL = {"drums": (4, 4), "piano-grid": (3, 1)}   # (width, height) in pixels of one step x one voice
 HIT_RGB = np.array([200, 40, 20], np.float32)     # onsets / hits, shaded by velocity
 HOLD_RGB = np.array([60, 110, 200], np.float32)   # piano holds
 FAINT_RGB = np.array([90, 90, 90], np.float32)    # sub-threshold activation, shaded by strength
@@ -73,7 +71,7 @@ def atoms_clip_notes(codec: Codec, atoms: np.ndarray, order: np.ndarray, gap_ste
 
 def write_atoms_midi(path, codec: Codec, atoms: np.ndarray, order: np.ndarray) -> None:
     notes = atoms_clip_notes(codec, atoms, order)
-    channel = DRUM_CHANNEL if codec.name == "drums" else 0
+    channel = codec.spec.channel
     mid = midi_from_notes(notes, CLIP_BPM, (codec.beats_per_bar, codec.beat_unit), channel)
     save_midi_atomic(mid, path)
 
@@ -82,7 +80,7 @@ def write_atom_clips(folder, codec: Codec, atoms: np.ndarray, order: np.ndarray)
     """One MIDI file per atom, named by rank then atom index (``0000-atom-0123.mid``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    channel = DRUM_CHANNEL if codec.name == "drums" else 0
+    channel = codec.spec.channel
     paths = []
     for rank, a in enumerate(order):
         notes = decode_notes(codec, atoms[a], quantize=False)
@@ -97,13 +95,13 @@ def write_atom_clips(folder, codec: Codec, atoms: np.ndarray, order: np.ndarray)
 def atom_tile(codec: Codec, atom: np.ndarray) -> np.ndarray:
     """One atom (L, channels) as an RGB tile: voices bottom (kick, lowest key) to top, steps left to right."""
     n = codec.n_voices
-    cw, ch = CELL.get(codec.name, (3, 1))
+    cw, ch = codec.spec.atlas_cell
     hit = atom[:, :n].T[::-1]                                  # (voices, L), top row = highest voice
     vel = np.clip(atom[:, n:2 * n].T[::-1], 0.0, 1.0)
     on = hit > 0.5
     strength = np.where(on, 0.35 + 0.65 * vel, 0.5 * np.clip(hit, 0.0, 1.0))
     colour = np.where(on[..., None], HIT_RGB, FAINT_RGB)
-    if codec.name == "piano-grid":
+    if codec.spec.feel == "hold":
         hold = atom[:, 2 * n:3 * n].T[::-1] > 0.5
         colour = np.where((hold & ~on)[..., None], HOLD_RGB, colour)
         strength = np.where(hold & ~on, 0.6, strength)
@@ -145,10 +143,4 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 def write_atoms_png(path, codec: Codec, atoms: np.ndarray, order: np.ndarray) -> None:
     """Through a temporary name, as atoms.mid: an interrupted write leaves no half image."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(png_bytes(atoms_sheet(codec, atoms, order)))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(path, png_bytes(atoms_sheet(codec, atoms, order)))

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from sidl.realtime.grid import Codec
+from sidl.realtime.codec.spec import Codec
 from sidl.training.pursuit import channel_roles, pursuit, read_out, sparse_decode
 
 OPSET = 18
@@ -279,10 +279,8 @@ def check_parity(enc, dec: SparseDecoder, folder, windows) -> dict:
     import onnxruntime as ort
 
     folder = Path(folder)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    s_enc, s_dec = (ort.InferenceSession(str(folder / f), opts, providers=["CPUExecutionProvider"])
+    from sidl.realtime.preset.model import session_options
+    s_enc, s_dec = (ort.InferenceSession(str(folder / f), session_options(), providers=["CPUExecutionProvider"])
                     for f in ("encoder.onnx", "decoder.onnx"))
     worst_val = worst_y = 0.0
     same = total = 0

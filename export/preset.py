@@ -25,15 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sidl.realtime.grid import Codec
-from sidl.realtime.preset import (ARCHIVE_SUFFIX, PRESET_FILES, SCHEMA_VERSION, check_name, describe_codec,
-                                  folder_bytes, replace_folder)
-from sidl.training.checkpoint import json_kind, load_model, sidl_version
-from sidl.training.corpus import load_corpus
+from sidl.realtime.codec.spec import Codec
+from sidl.realtime.preset.format import ARCHIVE_SUFFIX, PRESET_FILES, SCHEMA_VERSION, check_name
+from sidl.realtime.preset.store import folder_bytes, replace_folder
+from sidl.realtime.codec.files import atomic_write, read_json_object
+from sidl.training.checkpoint import load_model, sidl_version
+from sidl.training.corpora import load_corpus
 
-from . import atoms as atom_media
-from .onnx import ATOM_DTYPES, build_modules, check_parity, export_onnx, stored_bytes
-from .prior import meter_prior, prior_arrays, sample_windows
+from sidl.export import atoms as atom_media
+from sidl.export.onnx import ATOM_DTYPES, build_modules, check_parity, export_onnx, stored_bytes
+from sidl.export.prior import meter_prior, prior_arrays, sample_windows
 
 # Size targets of shipped presets (bytes on disk) and what the graphs, prior, atoms.mid/png and
 # manifest take besides the atoms (measured), so "auto" storage can pick the widest dtype that fits.
@@ -148,14 +149,9 @@ def read_metrics(run_dir) -> dict:
     if not path.exists():
         return {}
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ValueError(f"{path} is not readable JSON ({type(e).__name__}): remove it, or rewrite it "
-                         f"with `sidl evaluate {run_dir}`") from e
-    if not isinstance(metrics, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {json_kind(metrics)}: remove it, or rewrite "
-                         f"it with `sidl evaluate {run_dir}`")
-    return metrics
+        return read_json_object(path)
+    except ValueError as e:
+        raise ValueError(f"{e}: remove it, or rewrite it with `sidl evaluate {run_dir}`") from e
 
 
 def build_manifest(name, description, codec: Codec, cfg, k_live, atom_dtype, info, prior, metrics,
@@ -166,7 +162,7 @@ def build_manifest(name, description, codec: Codec, cfg, k_live, atom_dtype, inf
         "name": name,
         "description": description,
         "codec": codec.to_dict(),
-        "codec_description": describe_codec(codec),
+        "codec_description": codec.describe(),
         "atoms": {"count": cfg.n_atoms, "length": cfg.atom_length, "hop": cfg.hop,
                   "storage": atom_dtype},
         "k_max": cfg.k_max,
@@ -190,12 +186,9 @@ def build_manifest(name, description, codec: Codec, cfg, k_live, atom_dtype, inf
 def write_archive(folder, path) -> Path:
     """Zip a preset folder as ``NAME/<file>`` members into ``path`` (atomically)."""
     folder, path = Path(folder), Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp):
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             for f in ("preset.json",) + PRESET_FILES:
                 z.write(folder / f, f"{folder.name}/{f}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, write)

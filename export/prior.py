@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sidl.realtime.grid import Codec
+from sidl.realtime.codec.spec import Codec
 
 USED = 1e-6            # |value| above which an atom counts as used
 TOP_TRANSITIONS = 16   # stored per row of the transition matrix

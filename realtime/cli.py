@@ -6,16 +6,39 @@ User errors (a bad argument, a missing or broken preset or run) print one line o
 """
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
-# click's UsageError, from the click that typer uses (recent typer vendors its own copy).
-CLICK_USAGE_ERROR = typer.BadParameter.__mro__[1]
+from .oneline import run_app
+
 ATOM_STORAGE = ("auto", "float32", "float16", "int8")
+
+# Commands that live with the stage they drive, bound when first asked for (by name, or for the
+# help listing): realtime/ imports nothing from training/ or export/ when it loads.
+LAZY_COMMANDS = {
+    "train": ("sidl.training.cli", "train", "Learn a shift-invariant dictionary from MIDI (needs torch)."),
+    "evaluate": ("sidl.training.cli", "evaluate",
+                 "Measure a training run again with this code; rewrites its metrics.json (needs torch)."),
+}
+
+
+class LazyGroup(TyperGroup):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx, name):
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attr, help_text = LAZY_COMMANDS[name]
+            one = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+            one.command(name, help=help_text)(getattr(importlib.import_module(module), attr))
+            self.add_command(typer.main.get_command(one), name)
+        return super().get_command(ctx, name)
 
 
 class OneLineErrors(typer.Typer):
@@ -23,39 +46,16 @@ class OneLineErrors(typer.Typer):
 
     def __call__(self, *args, **kwargs):
         kwargs.setdefault("prog_name", "sidl")
-        try:
-            code = super().__call__(*args, standalone_mode=False, **kwargs)
-        except CLICK_USAGE_ERROR as e:
-            if type(e).__name__ == "NoArgsIsHelpError":     # plain `sidl`: the help, not an error
-                print(e.format_message())
-                sys.exit(0)
-            _fail(e.format_message())
-        except (ValueError, OSError) as e:        # PresetError, missing run folders, bad options
-            _fail(str(e))
-        except typer.Abort as e:
-            if isinstance(e.__context__, EOFError):   # click turns an EOFError into Abort
-                _fail("a file ended early (empty or truncated?)")
-            sys.exit(130)
-        sys.exit(code if isinstance(code, int) else 0)
+        # ValueError covers PresetError, missing run folders and bad options; OSError unreadable files
+        run_app(lambda: super(OneLineErrors, self).__call__(*args, standalone_mode=False, **kwargs),
+                "sidl", (ValueError, OSError))
 
 
-def _fail(message: str):
-    print(f"sidl: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(2)
-
-
-app = OneLineErrors(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+app = OneLineErrors(cls=LazyGroup, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                     no_args_is_help=True, help="Real-time MIDI from shift-invariant dictionaries.")
 presets = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                       no_args_is_help=True, help="List, inspect and install presets.")
 app.add_typer(presets, name="presets")
-
-
-# sidl train lives with the trainer; its module imports typer only, torch when the command runs.
-from sidl.training.cli import evaluate as _evaluate, train as _train  # noqa: E402
-
-app.command("train", help="Learn a shift-invariant dictionary from MIDI (needs torch).")(_train)
-app.command("evaluate", help="Measure a training run again with this code; rewrites its metrics.json (needs torch).")(_evaluate)
 
 
 @app.command("export", help="Export a training run as a preset folder (needs torch and onnx).")
@@ -72,7 +72,8 @@ def export(
     encoder: str = typer.Option("pursuit", "--encoder",
                                 help="pursuit (best reconstruction) or kwta (the TCN alone: fastest live)"),
 ):
-    from .preset import check_name, user_preset_dir
+    from .preset.format import check_name
+    from .preset.store import user_preset_dir
     check_name(name)
     if atoms not in ATOM_STORAGE:
         raise ValueError(f"--atoms must be one of {', '.join(ATOM_STORAGE)}, got {atoms!r}")
@@ -94,7 +95,9 @@ def export(
 
 @presets.command("list", help="Presets found (user folder first, then the shipped ones).")
 def list_presets():
-    from .preset import PresetError, find_presets, manifest_codec, preset_dirs, read_manifest
+    from .preset import PresetError
+    from .preset.store import find_presets, preset_dirs
+    from .preset.format import manifest_codec, read_manifest
     found = find_presets()
     if not found:
         typer.echo("no presets (looked in " + ", ".join(str(d) for d in preset_dirs()) + ")")
@@ -113,7 +116,9 @@ def list_presets():
 
 @presets.command("show", help="A preset's manifest, metrics and size (and whether it verifies).")
 def show(name: str = typer.Argument(..., help="preset name or folder")):
-    from .preset import PresetError, load_preset, read_manifest, resolve
+    from .preset import PresetError, load_preset
+    from .preset.format import read_manifest
+    from .preset.store import resolve
     folder = resolve(name)
     m = read_manifest(folder, name)
     try:
@@ -150,18 +155,18 @@ def show(name: str = typer.Argument(..., help="preset name or folder")):
 
 @presets.command("install", help="Verify a preset folder or .sidl archive and install it into the user folder.")
 def install(path: Path = typer.Argument(..., help="preset folder or NAME.sidl archive")):
-    from .preset import install_preset
+    from .preset.store import install_preset
     typer.echo(f"installed {install_preset(path)}")
 
 
 @presets.command("eval", help="Measure a preset through its own ONNX graphs on its corpus's test split.")
 def eval_preset(name: str = typer.Argument(..., help="preset name or folder"),
                 pieces: int = typer.Option(0, help="evaluate on the first N test pieces only (0: all)")):
-    from sidl.training.preset_eval import evaluate_preset, held_out_pieces   # numpy + onnxruntime only
+    from sidl.export.evaluate import evaluate_preset, held_out_pieces   # numpy + onnxruntime only
     from .preset import load_preset
     p = load_preset(name)
     rows = evaluate_preset(p, held_out_pieces(p, pieces), range(1, p.k_max + 1))
-    drums = p.codec.name == "drums"
+    drums = p.codec.spec.drum_feel
     typer.echo(f"{p.name}: {'hit' if drums else 'onset'} F1 through onnxruntime, "
                f"{p.manifest.get('encoder', 'pursuit')} encoder")
     typer.echo("k   F1      precision  recall" + ("   velocity MAE  offset MAE" if drums else ""))
@@ -187,7 +192,7 @@ def export_atoms(name: str = typer.Argument(..., help="preset name or folder"),
 
 
 def _kb(folder: Path) -> str:
-    from .preset import folder_bytes
+    from .preset.store import folder_bytes
     return f"{folder_bytes(folder) / 1000:.1f} kB"
 
 

@@ -22,11 +22,11 @@ from typing import Protocol
 
 import numpy as np
 
-from .codecs import decode_steps, encode_steps
+from .codec.convert import decode_steps, encode_steps
 from .controls import Controls
 from .edit import keep_top_atoms, last_atom, n_active, prior_cdf, stitch_bar, swap_atoms, vary_atoms
-from .grid import Codec
-from .notes import NoteArray
+from .codec.spec import Codec
+from .codec.notes import NoteArray
 
 
 class BarModel(Protocol):
@@ -42,7 +42,7 @@ class BarModel(Protocol):
 
 def default_mode(codec: Codec) -> str:
     """Drum presets generate by default; piano presets simplify what is played."""
-    return "generate" if codec.name == "drums" else "simplify"
+    return codec.spec.live_mode
 
 
 class Composer:

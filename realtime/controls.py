@@ -11,7 +11,7 @@ MODES = ("generate", "simplify", "echo")
 LATENCIES = ("bar", "beat")   # simplify / echo: play each bar on the next bar, or each beat on the next beat
 MAX_DENSITY = 4.0        # atoms per code position at CC value 127
 MAX_KEEP = 32            # atoms per bar at CC value 127
-PANIC_CC = 123           # "all notes off": we silence everything we sent
+ALL_NOTES_OFF_CC = 123   # received: a panic, we silence everything we sent; sent: what a panic sends
 
 # CC number -> (field, what the 0..127 value means). Printed by `sidl-live --help`; keep in sync.
 CC_TABLE = {
@@ -81,4 +81,4 @@ def apply_cc(c: Controls, control: int, value: int) -> Controls:
 
 
 def cc_help() -> str:
-    return "; ".join(f"CC {n}: {text}" for n, (_, text) in CC_TABLE.items()) + f"; CC {PANIC_CC}: panic"
+    return "; ".join(f"CC {n}: {text}" for n, (_, text) in CC_TABLE.items()) + f"; CC {ALL_NOTES_OFF_CC}: panic"

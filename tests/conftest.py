@@ -31,7 +31,7 @@ def piano():
 @pytest.fixture(scope="session")
 def gmd_bars():
     """Eight real 4/4 bars of a GMD rock beat, as note arrays in steps from each bar's start."""
-    from sidl.realtime.midifile import load_midi, read_score
+    from sidl.realtime.codec.midifile import load_midi, read_score
     path = DATA / "groove" / "drummer1" / "session1" / "102_funk_95_beat_4-4.mid"
     if not path.exists():
         pytest.fail(f"GMD data missing at {path}: set SIDL_DATA to the shared data folder")
@@ -41,7 +41,7 @@ def gmd_bars():
 
 
 def _jack_running() -> bool:
-    from sidl.realtime.ports import jack_running
+    from sidl.realtime.live.ports import jack_running
     return jack_running()
 
 

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from standin import drum_model, piano_model  # noqa: E402
 
-from sidl.realtime import live  # noqa: E402
+from sidl.realtime.live import cli as live  # noqa: E402
 
 
 def load(name: str):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sidl.realtime.grid import DRUMS, PIANO_GRID
+from sidl.realtime.codec.spec import DRUMS, PIANO_GRID
 
 ROOT = Path(tempfile.mkdtemp(prefix="sidl-presets-"))
 atexit.register(shutil.rmtree, ROOT, True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sidl.realtime.grid import DRUMS, PIANO_GRID, Codec
+from sidl.realtime.codec.spec import DRUMS, PIANO_GRID, Codec
 
 
 class ImpulseModel:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from sidl.realtime.grid import DRUMS
+from sidl.realtime.codec.spec import DRUMS
 from sidl.training.checkpoint import save_checkpoint, save_model
 from sidl.training.corpus import data_root
 from sidl.training.model import ModelConfig, TCNkWTA
@@ -233,7 +233,7 @@ def test_export_archive_onto_a_folder_is_refused_first(tmp_path, capsys, run):
 
 
 def test_preset_eval_rejects_negative_pieces_and_a_corpus_that_is_not_an_object(corpus):
-    from sidl.training.preset_eval import held_out_pieces
+    from sidl.export.evaluate import held_out_pieces
     preset = SimpleNamespace(name="p", codec=DRUMS, manifest={"corpus": {"name": str(corpus)}})
     assert len(held_out_pieces(preset, 0)) == 1
     with pytest.raises(ValueError, match="--pieces must be >= 0"):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sidl.realtime.clock import PPQN, ClockFollower, InternalClock, Timeline, bar_quarters
+from sidl.realtime.live.clock import PPQN, ClockFollower, InternalClock, Timeline, bar_quarters
 
 PERIOD_S = 64 / 48000     # JACK period 64 at 48 kHz: arrival times are quantized to this
 

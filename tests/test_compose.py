@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from sidl.realtime.codecs import encode_notes
+from sidl.realtime.codec.convert import encode_notes
 from sidl.realtime.compose import Composer, default_mode, keep_velocities
 from sidl.realtime.controls import Controls
-from sidl.realtime.drums import PITCH_TO_CLASS
-from sidl.realtime.grid import DRUMS, PIANO_GRID
-from sidl.realtime.notes import NoteArray
+from sidl.realtime.codec.drums import PITCH_TO_CLASS
+from sidl.realtime.codec.spec import DRUMS, PIANO_GRID
+from sidl.realtime.codec.notes import NoteArray
 
 
 def hits(notes):

@@ -6,11 +6,11 @@ import pytest
 
 import sidl.training.alignment as alignment
 import sidl.training.corpus as corpus
-from sidl.realtime import pianogrid as pg
-from sidl.realtime import performance as pf
-from sidl.realtime.grid import DRUMS, PIANO_EVENTS, PIANO_GRID
-from sidl.realtime.midifile import load_midi, midi_from_notes, read_score
-from sidl.realtime.notes import NoteArray
+from sidl.realtime.codec import pianogrid as pg
+from sidl.realtime.codec import events as pf
+from sidl.realtime.codec.spec import DRUMS, PIANO_EVENTS, PIANO_GRID
+from sidl.realtime.codec.midifile import load_midi, midi_from_notes, read_score
+from sidl.realtime.codec.notes import NoteArray
 from sidl.training.alignment import DownbeatShifts, seconds_to_beats
 from sidl.training.asap import LICENSE as ASAP_LICENSE
 from sidl.training.asap import asap_corpus, asap_files, read_annotations

@@ -1,10 +1,10 @@
 """Drum codec: reversible on real GMD files, loudest hit wins, meters honoured, GM notes on decode."""
 import numpy as np
 
-from sidl.realtime.drums import CLASS_NOTES, DRUM_CHANNEL, N_CLASSES, decode_drums, encode_drums
-from sidl.realtime.grid import DRUMS
-from sidl.realtime.midifile import load_midi, midi_from_notes, read_score
-from sidl.realtime.notes import NoteArray
+from sidl.realtime.codec.drums import CLASS_NOTES, DRUM_CHANNEL, N_CLASSES, decode_drums, encode_drums
+from sidl.realtime.codec.spec import DRUMS
+from sidl.realtime.codec.midifile import load_midi, midi_from_notes, read_score
+from sidl.realtime.codec.notes import NoteArray
 from sidl.training.corpus import data_root, encode_file
 
 GMD = data_root() / "groove"

@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from sidl.realtime.clock import PPQN, InternalClock, Timeline
+from sidl.realtime.live.clock import PPQN, InternalClock, Timeline
 from sidl.realtime.controls import Controls
-from sidl.realtime.engine import PANIC, RETIME, BankEntry, BarBuffer, BarJob, Engine, run_live, status_line
-from sidl.realtime.notes import NoteArray
-from sidl.realtime.scheduler import RecordingOutput, Scheduler
+from sidl.realtime.live.engine import PANIC, RETIME, BankEntry, BarBuffer, BarJob, Engine, run_live, status_line
+from sidl.realtime.codec.notes import NoteArray
+from sidl.realtime.live.scheduler import RecordingOutput, Scheduler
 
 BAR_S_120 = 2.0
 
@@ -85,7 +85,7 @@ def test_echo_plays_the_played_bar_on_the_next_bar(drums, gmd_bars):
 def test_beat_latency_echo_plays_each_played_beat_on_the_next_beat(gmd_bars):
     """The shipped drums-gmd preset (one-beat atoms): real GMD beats come back one beat later, on
     their steps; a CC back to bar latency re-aligns the jobs on the next bar line."""
-    from sidl.realtime.drums import PITCH_TO_CLASS
+    from sidl.realtime.codec.drums import PITCH_TO_CLASS
     from sidl.realtime.preset import load_preset
     e = internal_engine(load_preset("drums-gmd"), Controls(mode="echo", quantize=True, latency="beat"))
     step_s = BAR_S_120 / 16
@@ -545,7 +545,7 @@ def test_the_benchmark_compares_with_another_checkout():
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "sidl.realtime.bench", "--preset", "drums-gmd", "--compare",
+    r = subprocess.run([sys.executable, "-m", "sidl.realtime.live.bench", "--preset", "drums-gmd", "--compare",
                         str(root), "--bars", "30"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if " p50 " in line and " p99 " in line]

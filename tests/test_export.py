@@ -24,7 +24,9 @@ from sidl.export import onnx as sidl_onnx
 from sidl.export import preset as export_mod
 from sidl.realtime.compose import Composer
 from sidl.realtime.controls import Controls
-from sidl.realtime.preset import PRESET_FILES, PresetError, find_presets, install_preset, load_preset
+from sidl.realtime.preset.format import PRESET_FILES
+from sidl.realtime.preset import PresetError, load_preset
+from sidl.realtime.preset.store import find_presets, install_preset
 from sidl.training.checkpoint import load_model
 
 torch.set_num_threads(1)
@@ -166,7 +168,7 @@ def test_preset_round_trip(exported, gmd_bars):
 
 
 def presetkit_notes(codec, x):
-    from sidl.realtime.codecs import decode_notes
+    from sidl.realtime.codec.convert import decode_notes
     return decode_notes(codec, x[: codec.steps_per_bar]).scaled(codec.steps_per_beat)
 
 
@@ -395,7 +397,7 @@ def test_cli_presets_commands(tmp_path):
 
 def test_auto_storage_fits_the_size_targets():
     """float32 while it fits, then float16 (the 512-atom drum dictionary), then int8."""
-    from sidl.realtime.grid import DRUMS, PIANO_GRID
+    from sidl.realtime.codec.spec import DRUMS, PIANO_GRID
     assert export_mod.choose_atom_dtype(64, 4, DRUMS) == "float32"
     assert export_mod.choose_atom_dtype(512, 4, DRUMS) == "float16"
     assert export_mod.choose_atom_dtype(128, 4, PIANO_GRID) == "float16"

@@ -5,8 +5,9 @@ import mido
 import numpy as np
 import pytest
 
-from sidl.realtime.grid import DRUMS
-from sidl.training.corpus import data_root, folder_corpus, load_corpus, sections
+from sidl.realtime.codec.spec import DRUMS
+from sidl.training.corpora import load_corpus
+from sidl.training.corpus import data_root, folder_corpus, sections
 
 SRC = ["drummer1/eval_session/1_funk-groove1_138_beat_4-4.mid", "drummer1/session1/105_funk_95_fill_4-4.mid"]
 

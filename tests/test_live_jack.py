@@ -20,13 +20,13 @@ import mido
 import numpy as np
 import pytest
 
-from sidl.realtime.clock import PPQN, InternalClock
+from sidl.realtime.live.clock import PPQN, InternalClock
 from sidl.realtime.controls import Controls
-from sidl.realtime.drums import CLASS_NOTES, PITCH_TO_CLASS
-from sidl.realtime.bench import Recorder
-from sidl.realtime.engine import Engine, run_live
-from sidl.realtime.ports import open_input, open_output
-from sidl.realtime.scheduler import Batch, Scheduler
+from sidl.realtime.codec.drums import CLASS_NOTES, PITCH_TO_CLASS
+from sidl.realtime.live.bench import Recorder
+from sidl.realtime.live.engine import Engine, run_live
+from sidl.realtime.live.ports import open_input, open_output
+from sidl.realtime.live.scheduler import Batch, Scheduler
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,7 +199,7 @@ def test_a_garbage_stream_is_ignored_while_the_clock_is_followed(jack_server, dr
 
 
 def test_simplify_plays_fewer_notes_keeping_the_strongest(jack_server, piano):
-    from sidl.realtime.midifile import load_midi, read_score
+    from sidl.realtime.codec.midifile import load_midi, read_score
     from conftest import DATA
     score = read_score(load_midi(DATA / "pop909" / "POP909" / "001" / "001.mid"))
     bpm = 150.0
@@ -226,7 +226,7 @@ def test_simplify_plays_fewer_notes_keeping_the_strongest(jack_server, piano):
 def test_beat_latency_simplify_answers_each_played_beat_on_the_next(jack_server):
     """The shipped piano-pop909 preset with --latency beat semantics: two real POP909 bars played
     into `sidl in`; what comes out of each beat was played in the beat before it, two atoms a beat."""
-    from sidl.realtime.midifile import load_midi, read_score
+    from sidl.realtime.codec.midifile import load_midi, read_score
     from sidl.realtime.preset import load_preset
     from conftest import DATA
     score = read_score(load_midi(DATA / "pop909" / "POP909" / "001" / "001.mid"))
@@ -264,7 +264,7 @@ def _wait_for(pred, timeout):
 def _spawn_live(*args, shipped=False):
     """The real `sidl-live` command line in a subprocess: on the stand-in model, or on the shipped
     presets (onnxruntime) with ``shipped``."""
-    entry = ["-m", "sidl.realtime.live"] if shipped else [str(ROOT / "tests" / "live_standin.py")]
+    entry = ["-m", "sidl.realtime.live.cli"] if shipped else [str(ROOT / "tests" / "live_standin.py")]
     return subprocess.Popen([sys.executable, *entry, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -488,7 +488,7 @@ def test_program_change_switches_between_shipped_presets_without_stuck_notes(jac
 
 def test_the_benchmark_prints_every_row(jack_server):
     """The README's benchmark command runs end to end (a stand-in model, a few bars): no row rots."""
-    r = subprocess.run([sys.executable, "-m", "sidl.realtime.bench", "--model",
+    r = subprocess.run([sys.executable, "-m", "sidl.realtime.live.bench", "--model",
                         str(ROOT / "tests" / "standin.py") + ":drum_model", "--bars", "40", "--jack-bars", "2"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr

@@ -4,7 +4,7 @@ import struct
 import mido
 import pytest
 
-from sidl.realtime.midifile import MAX_BEATS, MidiFileError, load_midi, read_score
+from sidl.realtime.codec.midifile import MAX_BEATS, MidiFileError, load_midi, read_score
 
 
 def header(fmt=0, tracks=1, division=480) -> bytes:

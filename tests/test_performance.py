@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from sidl.realtime import performance as pf
-from sidl.realtime.grid import PIANO_EVENTS
-from sidl.realtime.midifile import load_midi, read_score
-from sidl.realtime.notes import NoteArray
+from sidl.realtime.codec import events as pf
+from sidl.realtime.codec.spec import PIANO_EVENTS
+from sidl.realtime.codec.midifile import load_midi, read_score
+from sidl.realtime.codec.notes import NoteArray
 from sidl.training.corpus import data_root
 
 REAL_FILES = ["pop909/POP909/001/001.mid", "pop909/POP909/500/500.mid",

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from sidl.realtime import pianogrid as pg
-from sidl.realtime.codecs import decode_notes, encode_notes
-from sidl.realtime.grid import PIANO_GRID
-from sidl.realtime.midifile import load_midi, read_score
-from sidl.realtime.notes import NoteArray
+from sidl.realtime.codec import pianogrid as pg
+from sidl.realtime.codec.convert import decode_notes, encode_notes
+from sidl.realtime.codec.spec import PIANO_GRID
+from sidl.realtime.codec.midifile import load_midi, read_score
+from sidl.realtime.codec.notes import NoteArray
 from sidl.training.alignment import seconds_to_beats
 from sidl.training.corpus import data_root
 from sidl.training.pop909 import read_beats

@@ -4,8 +4,8 @@ import time
 import mido
 import pytest
 
-from sidl.realtime import ports
-from sidl.realtime.ports import PortError, match_port, open_input, open_output, resolve_backend
+from sidl.realtime.live import ports
+from sidl.realtime.live.ports import PortError, match_port, open_input, open_output, resolve_backend
 
 MAC = ["IAC Driver Bus 1", "IAC Driver Bus 2", "Network Session 1"]
 

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from sidl.realtime.clock import InternalClock
+from sidl.realtime.live.clock import InternalClock
 from sidl.realtime.controls import Controls
 from sidl.realtime.edit import stitch_bar, vary_atoms
-from sidl.realtime.engine import BarJob, Engine
-from sidl.realtime.notes import NoteArray
+from sidl.realtime.live.engine import BarJob, Engine
+from sidl.realtime.codec.notes import NoteArray
 from sidl.realtime.preset import Preset, load_preset
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sidl.realtime.preset import PresetError, install_preset, load_preset, shipped_preset_dir
+from sidl.realtime.preset import PresetError, load_preset
+from sidl.realtime.preset.store import install_preset, shipped_preset_dir
 
 
 def copy_shipped(tmp_path: Path, name: str = "drums-gmd") -> Path:
@@ -143,5 +144,5 @@ def test_presets_show_exits_1_on_a_broken_preset(tmp_path):
 ])
 def test_sidl_live_argument_errors_come_before_the_ports(args, says):
     # A port that cannot exist: had the ports been opened first, this would be the error instead.
-    r = run_cli("-m", "sidl.realtime.live", "--port", "no such port anywhere", *args)
+    r = run_cli("-m", "sidl.realtime.live.cli", "--port", "no such port anywhere", *args)
     assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr

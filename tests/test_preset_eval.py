@@ -1,6 +1,6 @@
 """The shipped presets, measured as they play (their ONNX graphs through onnxruntime) on real test pieces."""
 from sidl.realtime.preset import load_preset
-from sidl.training.preset_eval import evaluate_preset, held_out_pieces
+from sidl.export.evaluate import evaluate_preset, held_out_pieces
 
 
 def test_shipped_drum_preset_reconstructs_held_out_grooves():

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import presetkit
-from sidl.realtime.preset import find_presets, load_preset, shipped_preset_dir
+from sidl.realtime.preset.store import find_presets, shipped_preset_dir
+from sidl.realtime.preset import load_preset
 
 SANITY_S = 2.0          # a generous bound; the target (200 ms) is measured and printed, not asserted
 

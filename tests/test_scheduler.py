@@ -5,8 +5,8 @@ import mido
 import numpy as np
 import pytest
 
-from sidl.realtime.clock import Timeline
-from sidl.realtime.scheduler import Batch, NoteTracker, RecordingOutput, Scheduler
+from sidl.realtime.live.clock import Timeline
+from sidl.realtime.live.scheduler import Batch, NoteTracker, RecordingOutput, Scheduler
 
 
 def on(note, ch=9, vel=100):

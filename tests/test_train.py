@@ -10,7 +10,7 @@ import torch
 
 from sidl.training.checkpoint import load_model
 from sidl.training.pursuit import channel_roles, pursuit
-from sidl.realtime.grid import DRUMS
+from sidl.realtime.codec.spec import DRUMS
 from sidl.training.train import TrainArgs, train
 
 TINY = dict(corpus="groove", codec="drums", n_atoms=32, tcn=(16,), max_sections=96, batch=16,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sidl.realtime.midifile import load_midi, read_score
+from sidl.realtime.codec.midifile import load_midi, read_score
 
 
 def seconds_to_beats(tempos: tuple, seconds: float) -> float:

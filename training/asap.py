@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidl.realtime.grid import PIANO_EVENTS, Codec
+from sidl.realtime.codec.spec import PIANO_EVENTS, Codec
 
-from .alignment import DownbeatShifts
-from .corpus import Piece, data_root, load_pieces, read_index
-from .splits import split_by_name
+from sidl.training.alignment import DownbeatShifts
+from sidl.training.corpus import Piece, data_root, load_pieces, read_index
+from sidl.training.splits import split_by_name
 
 LICENSE = ("CC BY-NC-SA 4.0 (ASAP dataset, Foscarin et al. 2020; performances from MAESTRO): "
            "non-commercial use only, share-alike; presets trained on it inherit these terms")

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from sidl.realtime.grid import DRUMS
+from sidl.realtime.codec.spec import DRUMS
 
-from .groove import groove_corpus
-from .metrics import Counts, drum_constant_reference
+from sidl.training.groove import groove_corpus
+from sidl.training.metrics import Counts, drum_constant_reference
 
 L = DRUMS.steps_per_beat
 

@@ -8,17 +8,16 @@
 from __future__ import annotations
 
 import json
-import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sidl.realtime.grid import Codec
-from sidl.realtime.npz import NPZ_ERRORS
+from sidl.realtime.codec.spec import Codec
+from sidl.realtime.codec.files import NPZ_ERRORS, atomic_write, json_kind, read_json_object, write_json_atomic
 
-from .model import ModelConfig, TCNkWTA
+from sidl.training.model import ModelConfig, TCNkWTA
 
 
 def sidl_version() -> str:
@@ -29,18 +28,7 @@ def sidl_version() -> str:
 
 
 def _atomic_savez(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def state_arrays(model: torch.nn.Module) -> dict:
@@ -59,16 +47,6 @@ def save_model(run_dir, model: TCNkWTA, codec: Codec, corpus: dict, args: dict) 
 
 def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
-
-
-def json_kind(value) -> str:
-    """What a JSON value is, in words: for messages about a field of the wrong type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    return {str: "a string", int: "a number", float: "a number", list: "a list",
-            dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def read_npz(path, what: str) -> dict:
@@ -90,11 +68,9 @@ def read_run_info(run_dir) -> dict:
     """run.json as a dict whose ``corpus`` and ``args`` (when present) are objects."""
     path = Path(run_dir) / "run.json"
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ValueError(f"{run_dir}: not a readable training run (run.json: {_one_line(e)})") from e
-    if not isinstance(info, dict):
-        raise ValueError(f"{path}: not a readable training run (a JSON object expected, got {json_kind(info)})")
+        info = read_json_object(path)
+    except ValueError as e:
+        raise ValueError(f"{run_dir}: not a readable training run ({e})") from e
     for key in ("corpus", "args"):
         if key in info and not isinstance(info[key], dict):
             raise ValueError(f"{path}: its {key!r} field must be an object, got {json_kind(info[key])}")

@@ -37,14 +37,14 @@ def train(
 ):
     """Learn a shift-invariant dictionary from MIDI; writes OUT/{run.json, model.npz, metrics.json}."""
     try:
-        from .evaluate import summary_table
-        from .train import TrainArgs, train as run
+        from sidl.training.evaluate import summary_table
+        from sidl.training.train import TrainArgs, train as run
     except ImportError as e:
         print(f"sidl: training needs the 'train' extra (pip install 'sidl[train]'): {e}", file=sys.stderr)
         raise typer.Exit(2)
     try:
         if layers:      # the paper's notation, checked by the model's own parser
-            from .model import ModelConfig
+            from sidl.training.model import ModelConfig
             cfg = ModelConfig.from_layers([int(v) for v in layers.split(",")])
             atoms, tcn_widths = cfg.n_atoms, cfg.tcn_channels
         else:
@@ -77,7 +77,7 @@ def evaluate(
     try:
         import torch
 
-        from .evaluate import reevaluate, summary_table
+        from sidl.training.evaluate import reevaluate, summary_table
     except ImportError as e:
         print(f"sidl: evaluation needs the 'train' extra (pip install 'sidl[train]'): {e}", file=sys.stderr)
         raise typer.Exit(2)

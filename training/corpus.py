@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sidl.realtime.codecs import bars_to_steps, encode_notes
-from sidl.realtime.grid import Codec
-from sidl.realtime.midifile import MidiFileError, load_midi, read_score
-from sidl.realtime.npz import NPZ_ERRORS
+from sidl.realtime.codec.convert import bars_to_steps, encode_notes
+from sidl.realtime.codec.spec import Codec
+from sidl.realtime.codec.midifile import MidiFileError, load_midi, read_score
+from sidl.realtime.codec.files import NPZ_ERRORS, atomic_write
 
 CACHE_VERSION = 2
 MIDI_SUFFIXES = (".mid", ".midi", ".MID", ".MIDI")
@@ -61,11 +61,11 @@ def encode_file(path, codec: Codec, shift_beats: float = 0.0,
     ``meter`` (from annotations) overrides the file's time signature. The event codec has no bars
     and ignores both: its pieces are the whole file.
     """
-    score = read_score(load_midi(path), fold_sustain=codec.name != "drums")
-    if codec.name == "piano-events":
+    score = read_score(load_midi(path), fold_sustain=codec.spec.fold_sustain)
+    if not codec.is_grid:
         # Event pieces stay token ids (n_events,) int16: one-hot rows for a whole corpus would
         # not fit in memory (POP909 ~9 GB); batches are one-hot encoded when they are used.
-        from sidl.realtime.performance import events_from_score
+        from sidl.realtime.codec.events import events_from_score
         return events_from_score(score), codec
     num, den = meter or score.meter_at(shift_beats)
     try:
@@ -125,9 +125,8 @@ def load_pieces(name: str, root: Path, codec: Codec, files: list[tuple[str, dict
         offsets = np.cumsum([0] + [len(p.x) for p in pieces])
         meta = json.dumps([{"name": p.name, "codec": p.codec.to_dict(), "labels": p.labels}
                            for p in pieces])
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, x=np.concatenate([p.x for p in pieces]), offsets=offsets, meta=np.array(meta))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: np.savez(tmp, x=np.concatenate([p.x for p in pieces]),
+                                                offsets=offsets, meta=np.array(meta)))
     return pieces
 
 
@@ -178,28 +177,6 @@ def sections(pieces: list[Piece], n_steps: int) -> np.ndarray:
     if not out:
         raise ValueError("no sections: the corpus is empty")
     return np.stack(out)
-
-
-def load_corpus(name: str, codec: Codec, split: str | None) -> tuple[list[Piece], dict]:
-    """Pieces of a named corpus (groove, pop909, asap) or a folder, and what a run records about it.
-
-    The one place a corpus is chosen by name: training, export (the meter prior) and preset
-    evaluation all call it, with the name a run wrote into run.json.
-    """
-    if not name:        # Path("") is the working directory: never scan it by accident
-        raise ValueError("no corpus given (a run.json without a corpus name?)")
-    if name == "groove":
-        from .groove import LICENSE, groove_corpus
-        return groove_corpus(split, codec), {"name": "groove", "license": LICENSE}
-    if name == "pop909":
-        from .pop909 import LICENSE, pop909_corpus
-        return pop909_corpus(split, codec), {"name": "pop909", "license": LICENSE}
-    if name == "asap":
-        from .asap import LICENSE, asap_corpus
-        return asap_corpus(split, codec), {"name": "asap", "license": LICENSE}
-    pieces = folder_corpus(name, codec)
-    chosen = [p for i, p in enumerate(pieces) if split is None or folder_split(i, len(pieces)) == split]
-    return chosen, {"name": str(name), "license": "user data"}
 
 
 def folder_split(i: int, n: int) -> str:

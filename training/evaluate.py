@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sidl.realtime.grid import Codec
+from sidl.realtime.codec.spec import Codec, codec_spec
 
-from .corpus import Piece
-from .metrics import GRID_TOLERANCE_STEPS, ONSET_TOLERANCE_S, Counts, drum_constant_reference
-from .pursuit import channel_roles, classify_mask, pursuit, read_out, sparse_decode
+from sidl.training.corpus import Piece
+from sidl.training.metrics import GRID_TOLERANCE_STEPS, ONSET_TOLERANCE_S, Counts, drum_constant_reference
+from sidl.training.pursuit import channel_roles, classify_mask, pursuit, read_out, sparse_decode
 
 
 
@@ -59,22 +59,22 @@ def _array(codec: Codec, x: np.ndarray) -> np.ndarray:
     """Pieces as stored -> (steps, channels); event pieces are token ids."""
     if codec.is_grid:
         return x
-    from sidl.realtime.performance import one_hot
+    from sidl.realtime.codec.events import one_hot
     return one_hot(x)
 
 
 def _notes(codec: Codec, x: np.ndarray):
-    if codec.name == "piano-grid":
-        from sidl.realtime.pianogrid import decode_piano_grid
+    if codec.is_grid:
+        from sidl.realtime.codec.pianogrid import decode_piano_grid
         return decode_piano_grid(x)
-    from sidl.realtime.performance import decode_performance
+    from sidl.realtime.codec.events import decode_performance
     return decode_performance(x)
 
 
 def evaluate(model, codec: Codec, test: list[Piece], train: list[Piece], k_max: int) -> dict:
     model.eval()
-    feel = codec.name == "drums"
-    tolerance = GRID_TOLERANCE_STEPS if codec.name == "piano-grid" else ONSET_TOLERANCE_S
+    feel = codec.spec.drum_feel
+    tolerance = GRID_TOLERANCE_STEPS if codec.is_grid else ONSET_TOLERANCE_S
     groups = ["all"] + (sorted({p.labels.get("beat_type") for p in test} - {None}) if feel else [])
     out: dict = {"codec": codec.name, "test_pieces": len(test), "atoms": model.cfg.n_atoms}
     if not test:                  # nothing held out (a one-file folder): no figures rather than zeros
@@ -99,7 +99,7 @@ def evaluate(model, codec: Codec, test: list[Piece], train: list[Piece], k_max: 
         out["constant_reference"] = drum_constant_reference([p.x for p in train], [p.x for p in test])
     else:
         out["onset_tolerance"] = (f"{GRID_TOLERANCE_STEPS} steps (50 ms at 120 BPM)"
-                                  if codec.name == "piano-grid" else "50 ms")
+                                  if codec.is_grid else "50 ms")
     return out
 
 
@@ -112,8 +112,9 @@ def reevaluate(run_dir, eval_pieces: int | None = None, log=None) -> dict:
     import sys
     from pathlib import Path
 
-    from .checkpoint import load_model, write_json_atomic
-    from .corpus import load_corpus
+    from sidl.realtime.codec.files import write_json_atomic
+    from sidl.training.checkpoint import load_model
+    from sidl.training.corpora import load_corpus
 
     if eval_pieces is not None and eval_pieces < 0:
         raise ValueError(f"--eval-pieces must be >= 0 (0: all test pieces), got {eval_pieces}")
@@ -131,7 +132,7 @@ def reevaluate(run_dir, eval_pieces: int | None = None, log=None) -> dict:
         eval_pieces = stored
     name = info.get("corpus", {}).get("name", "")
     test, _ = load_corpus(name, codec, "test")
-    train = load_corpus(name, codec, "train")[0] if codec.name == "drums" else []   # the constant guess
+    train = load_corpus(name, codec, "train")[0] if codec.spec.drum_feel else []   # the constant guess
     previous = _previous_metrics(old, log or sys.stderr)
     metrics = evaluate(model, codec, test[:eval_pieces] if eval_pieces else test, train, model.cfg.k_max)
     if "training" in previous:
@@ -142,17 +143,13 @@ def reevaluate(run_dir, eval_pieces: int | None = None, log=None) -> dict:
 
 def _previous_metrics(path, log) -> dict:
     """The metrics.json being replaced, {} when there is none or it cannot be read (said on ``log``)."""
-    import json
+    from sidl.realtime.codec.files import read_json_object
     if not path.exists():
         return {}
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        why = f"not readable JSON ({type(e).__name__})"
-    else:
-        if isinstance(previous, dict):
-            return previous
-        why = "not a JSON object"
+        return read_json_object(path)
+    except ValueError as e:
+        why = str(e)
     print(f"sidl: {path} is {why}: it will be replaced, and its training record cannot be kept",
           file=log)
     return {}
@@ -162,7 +159,7 @@ def summary_table(metrics: dict) -> str:
     """The run's headline numbers as a Markdown table (one row per k)."""
     if not metrics.get("test_pieces"):
         return "no test pieces held out (a folder needs at least 2 MIDI files): nothing measured"
-    feel = metrics["codec"] == "drums"
+    feel = codec_spec(metrics["codec"]).drum_feel
     head = "| k | F1 | F1 beats | F1 fills | velocity MAE | offset MAE | velocity / offset MAE on found hits | F1 (TCN k-WTA alone) |" if feel \
         else "| k | onset F1 | precision | recall | velocity error (matched) | onset F1 (TCN k-WTA alone) |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sidl.realtime.grid import DRUMS, Codec
+from sidl.realtime.codec.spec import DRUMS, Codec
 
-from .corpus import Piece, data_root, load_pieces, read_index
+from sidl.training.corpus import Piece, data_root, load_pieces, read_index
 
 LICENSE = "CC BY 4.0 (Groove MIDI Dataset, Google Magenta)"
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sidl.realtime.drums import N_CLASSES
-from sidl.realtime.notes import NoteArray
+from sidl.realtime.codec.drums import N_CLASSES
+from sidl.realtime.codec.notes import NoteArray
 
 ONSET_TOLERANCE_S = 0.05     # note-onset matching for performances (seconds)
 GRID_TOLERANCE_STEPS = 0.4   # 50 ms at 120 BPM in 16ths: grid onsets must fall on the same step

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sidl.realtime.grid import PIANO_GRID, Codec
+from sidl.realtime.codec.spec import PIANO_GRID, Codec
 
-from .alignment import DownbeatShifts
-from .corpus import Piece, data_root, load_pieces, read_index
-from .splits import split_of
+from sidl.training.alignment import DownbeatShifts
+from sidl.training.corpus import Piece, data_root, load_pieces, read_index
+from sidl.training.splits import split_of
 
 LICENSE = "MIT (POP909, Music X Lab, NYU Shanghai)"
 

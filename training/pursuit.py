@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sidl.realtime.grid import Codec
+from sidl.realtime.codec.spec import Codec
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ChannelRoles:
 
 def channel_roles(codec: Codec) -> ChannelRoles:
     n = codec.n_voices
-    if codec.name == "drums":
+    if codec.spec.drum_feel:
         hits = tuple(range(n))
         # Measured on GMD (512 atoms, test split): counting errors for the 32 atoms best correlated
         # with the residual, one refit sweep, gives the F1 of all atoms and two sweeps
@@ -47,7 +47,7 @@ def channel_roles(codec: Codec) -> ChannelRoles:
         return ChannelRoles(hits, ((tuple(range(n, 2 * n)), hits, 0.0, 1.0),
                                    (tuple(range(2 * n, 3 * n)), hits, -0.5, 0.5)), False,
                             candidates=32, sweeps=1)
-    if codec.name == "piano-grid":
+    if codec.is_grid:
         onsets = tuple(range(n))
         # Measured on POP909 (128 atoms): least-squares amplitudes found 1% of onsets at k=1, the
         # clipped fit 9% (F1 0.02 -> 0.16; 0.21 -> 0.58 at k=8). On GMD drums least squares is

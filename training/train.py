@@ -22,13 +22,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from sidl.realtime.grid import DRUMS, PIANO_EVENTS, PIANO_GRID, Codec
+from sidl.realtime.codec.spec import DRUMS, PIANO_EVENTS, PIANO_GRID, Codec
 
-from . import checkpoint as ckpt
-from .corpus import load_corpus, sections
-from .evaluate import evaluate
-from .model import ModelConfig, TCNkWTA
-from .pursuit import channel_roles, classify_mask, pursuit, to_patches
+from sidl.training import checkpoint as ckpt
+from sidl.training.corpora import load_corpus
+from sidl.training.corpus import sections
+from sidl.training.evaluate import evaluate
+from sidl.training.model import ModelConfig, TCNkWTA
+from sidl.training.pursuit import channel_roles, classify_mask, pursuit, to_patches
 
 CODECS = {"drums": DRUMS, "piano-grid": PIANO_GRID, "piano-events": PIANO_EVENTS}
 

@@ -26,9 +26,9 @@ from typing import Callable, Protocol
 import mido
 import numpy as np
 
+from ..controls import ALL_NOTES_OFF_CC
 from .clock import Timeline
 
-ALL_NOTES_OFF_CC = 123
 SPIN_S = 0.001            # sleep until this long before an event, then spin: timed waits overshoot
 RT_PRIORITY = 1           # the lowest real-time slot: above ordinary threads, below JACK (10) and its clients
 LATE_RING = 4096          # recent send lateness values kept for the status line and the benchmark

@@ -33,10 +33,10 @@ import mido
 import numpy as np
 
 from .clock import PPQN, ClockFollower, InternalClock, Timeline, bar_quarters
-from .compose import BarModel, Composer, default_mode
-from .controls import PANIC_CC, Controls, apply_cc
-from .midifile import SUSTAIN_CC
-from .notes import NoteArray
+from ..compose import BarModel, Composer, default_mode
+from ..controls import ALL_NOTES_OFF_CC, Controls, apply_cc
+from ..codec.midifile import SUSTAIN_CC
+from ..codec.notes import NoteArray
 from .scheduler import TIE_OFF, TIE_OTHER, TIE_REALTIME, Batch, Scheduler
 
 PANIC, RETIME = "panic", "retime"         # what the conductor must do after feed()/poll()
@@ -236,7 +236,7 @@ class Engine:
         elif kind == 0xC0:
             return self._program(data[1])
         elif kind == 0xB0:
-            if data[1] == PANIC_CC:
+            if data[1] == ALL_NOTES_OFF_CC:
                 return self._panic()
             if data[1] == SUSTAIN_CC:
                 self.buffer.pedal(self.position(t), data[2] >= 64)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import mido
 import numpy as np
 
+from .files import atomic_write
 from .notes import NoteArray
 
 SUSTAIN_CC = 64
@@ -189,11 +190,4 @@ def midi_from_notes(notes: NoteArray, bpm: float, meter: tuple[int, int] = (4, 4
 
 def save_midi_atomic(mid: mido.MidiFile, path) -> None:
     """Write a MIDI file through a temporary name so an interrupted write leaves nothing half-done."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        mid.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: mid.save(str(tmp)))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .corpus import load_corpus
-from .metrics import GRID_TOLERANCE_STEPS, Counts
+from sidl.realtime.codec.files import json_kind
+
+from sidl.training.corpora import load_corpus
+from sidl.training.metrics import GRID_TOLERANCE_STEPS, Counts
 
 
 def held_out_pieces(preset, limit: int = 0):
@@ -18,27 +20,20 @@ def held_out_pieces(preset, limit: int = 0):
         raise ValueError(f"--pieces must be >= 0 (0: all test pieces), got {limit}")
     corpus = preset.manifest.get("corpus", {})
     if not isinstance(corpus, dict):
-        raise ValueError(f"preset {preset.name!r}: preset.json's corpus is {_kind(corpus)}, not an object: "
+        raise ValueError(f"preset {preset.name!r}: preset.json's corpus is {json_kind(corpus)}, not an object: "
                          f"its test split cannot be found")
     name = corpus.get("name", "")
     if not isinstance(name, str):
-        raise ValueError(f"preset {preset.name!r}: preset.json's corpus name is {_kind(name)}, not a string: "
+        raise ValueError(f"preset {preset.name!r}: preset.json's corpus name is {json_kind(name)}, not a string: "
                          f"its test split cannot be found")
     pieces, _ = load_corpus(name, preset.codec, "test")
     return pieces[:limit] if limit else pieces
 
 
-def _kind(value) -> str:
-    if value is None:
-        return "null"
-    return {str: "a string", int: "a number", float: "a number", bool: "true/false",
-            list: "a list"}.get(type(value), type(value).__name__)
-
-
 def evaluate_preset(preset, pieces, ks) -> dict:
     """{k: report} for each k, through ``preset.encode_bar`` / ``decode_bar`` on whole pieces."""
-    from sidl.realtime.pianogrid import decode_piano_grid
-    drums = preset.codec.name == "drums"
+    from sidl.realtime.codec.pianogrid import decode_piano_grid
+    drums = preset.codec.spec.drum_feel
     out = {}
     for k in ks:
         c = Counts()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import mido
 import numpy as np
 
-from .grid import PIANO_EVENTS
+from .spec import PIANO_EVENTS
 from .midifile import Score, midi_from_notes
 from .notes import NoteArray, one_voice_per_key
 

@@ -15,10 +15,10 @@ from typing import Callable, Optional
 
 import typer
 
+from ..oneline import run_app
 from .clock import InternalClock
-from .compose import Composer, default_mode
-from .controls import MODES, Controls, cc_help
-from .drums import DRUM_CHANNEL
+from ..compose import Composer, default_mode
+from ..controls import MODES, Controls, cc_help
 from .engine import BankEntry, Engine, check_together, run_live
 from .ports import PortError, list_ports, open_input, open_output
 from .scheduler import Scheduler
@@ -27,8 +27,6 @@ MAX_BEATS_PER_BAR = 32
 
 DEFAULT_PRESET = "drums-gmd"
 LEAD_S = 0.05        # the internal clock's first bar starts this long after the ports open
-# click's UsageError, from the click that typer uses (recent typer vendors its own copy).
-CLICK_USAGE_ERROR = typer.BadParameter.__mro__[1]
 
 
 class UsageError(Exception):
@@ -38,7 +36,7 @@ class UsageError(Exception):
 def load_model(name: str):
     """The one place the CLI touches presets: whatever it returns must fit ``compose.BarModel``."""
     try:
-        from .preset import PresetError, load_preset
+        from ..preset import PresetError, load_preset
     except ImportError as e:
         raise UsageError(f"presets are not available in this installation ({e})") from e
     try:
@@ -142,7 +140,7 @@ def check_bank(models, meter: tuple[int, int]) -> None:
 
 def default_channel(codec) -> int:
     """Drums on channel 10 (General MIDI), anything else on channel 1 (0-based numbers)."""
-    return DRUM_CHANNEL if codec.name == "drums" else 0
+    return codec.spec.channel
 
 
 def session(model, controls, bpm, meter, channel, port, out, backend, send_clock, t_start,
@@ -221,21 +219,8 @@ def main(argv: list[str] | None = None, load: Callable[[str], object] = load_mod
     if hasattr(signal, "SIGUSR1"):
         # `kill -USR1 PID` prints every thread's stack to stderr: what to attach to a report of a hang.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    try:
-        code = app(args=argv, standalone_mode=False, prog_name="sidl-live")
-    except (PortError, UsageError) as e:
-        print(f"sidl-live: {e}", file=sys.stderr)
-        sys.exit(2)
-    except CLICK_USAGE_ERROR as e:
-        print(f"sidl-live: {e.format_message()}", file=sys.stderr)
-        sys.exit(2)
-    except typer.Abort as e:
-        if isinstance(e.__context__, EOFError):   # click turns an EOFError into Abort: a truncated file
-            print("sidl-live: a file ended early (empty or truncated?)", file=sys.stderr)
-            sys.exit(2)
-        sys.exit(130)
-    sys.exit(code or 0)
-
+    run_app(lambda: app(args=argv, standalone_mode=False, prog_name="sidl-live"), "sidl-live",
+            (PortError, UsageError))
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Benchmark of the live path: python -m sidl.realtime.bench [--preset NAME | --model MODULE:FACTORY].
+"""Benchmark of the live path: python -m sidl.realtime.live.bench [--preset NAME | --model MODULE:FACTORY].
 
 Prints one table:
 
@@ -30,10 +30,10 @@ import mido
 import numpy as np
 
 from .clock import PPQN, InternalClock
-from .compose import default_mode
-from .controls import Controls
+from ..compose import default_mode
+from ..controls import Controls
 from .engine import BarJob, Engine, run_live
-from .notes import NoteArray
+from ..codec.notes import NoteArray
 from .ports import PortError, jack_running, open_input, open_output, transport_latency_s
 from .scheduler import Batch, Scheduler
 
@@ -53,19 +53,19 @@ def load_factory(spec: str):
 
 def random_bar(rng: np.random.Generator, codec, n_notes: int = 24) -> NoteArray:
     """A busy played bar: ``n_notes`` notes on random steps and voices, with human timing."""
-    from .drums import CLASS_NOTES
+    from ..codec.drums import CLASS_NOTES
     steps = codec.steps_per_bar
     start = rng.integers(0, steps, n_notes) + rng.uniform(-0.3, 0.3, n_notes)
-    pitch = rng.choice(CLASS_NOTES, n_notes) if codec.name == "drums" else rng.integers(36, 96, n_notes)
+    pitch = rng.choice(CLASS_NOTES, n_notes) if codec.spec.drum_feel else rng.integers(36, 96, n_notes)
     return NoteArray.from_lists(start, start + rng.uniform(0.5, 4, n_notes), pitch,
                                 rng.integers(30, 127, n_notes))
 
 
-MODES = ("generate", "generate --follow", "simplify", "echo", "simplify --latency beat")
+BENCH_MODES = ("generate", "generate --follow", "simplify", "echo", "simplify --latency beat")
 PACED_S = 0.02        # the paced run's pause between bars
 
 
-def compute_per_bar(model, n_bars: int = 500, modes=MODES, pause_s: float = 0.0) -> dict[str, np.ndarray]:
+def compute_per_bar(model, n_bars: int = 500, modes=BENCH_MODES, pause_s: float = 0.0) -> dict[str, np.ndarray]:
     """Seconds per ``render`` for each mode, on the worker's code path (no ports).
 
     Back to back (``pause_s`` 0) this is the code's own cost, caches warm. Live, the worker renders
@@ -101,6 +101,19 @@ def compute_per_bar(model, n_bars: int = 500, modes=MODES, pause_s: float = 0.0)
     return out
 
 
+def _live_module(package: str, module: str) -> str:
+    """Where a live module sits in a checkout: ``live/engine.py`` since the layout of issue #9,
+    ``engine.py`` (and ``live.py`` for the command) before it."""
+    root = Path(importlib.util.find_spec(f"{package}.realtime").submodule_search_locations[0])
+    if (root / "live" / "engine.py").is_file():
+        return f"live.{module}"
+    return "live" if module == "cli" else module
+
+
+def is_checkout(folder: Path) -> bool:
+    return (folder / "realtime" / "engine.py").is_file() or (folder / "realtime" / "live" / "engine.py").is_file()
+
+
 def compare_with(old_root: str, preset: str, mode: str, n_bars: int = 4000) -> tuple[np.ndarray, np.ndarray]:
     """Seconds per ``render`` of an older checkout (``git worktree add DIR REV``) and of this code,
     alternated bar by bar in one process, each with its own shipped ``preset``: a comparison the
@@ -114,10 +127,10 @@ def compare_with(old_root: str, preset: str, mode: str, n_bars: int = 4000) -> t
     sys.path.insert(0, str(pkg.parent))
     sides = []
     for name in ("sidl_old", "sidl"):
-        live = importlib.import_module(f"{name}.realtime.live")
-        engine = importlib.import_module(f"{name}.realtime.engine")
+        live = importlib.import_module(f"{name}.realtime.{_live_module(name, 'cli')}")
+        engine = importlib.import_module(f"{name}.realtime.{_live_module(name, 'engine')}")
         controls = importlib.import_module(f"{name}.realtime.controls")
-        clocks = importlib.import_module(f"{name}.realtime.clock")
+        clocks = importlib.import_module(f"{name}.realtime.{_live_module(name, 'clock')}")
         model, clock = live.load_model(preset), clocks.InternalClock(120.0)
         eng = engine.Engine(model, controls.Controls(mode=mode.split()[0], follow="follow" in mode),
                             channel=9, clock=clock)
@@ -157,7 +170,7 @@ def machine_cold_factor(n: int = 300, pause_s: float = PACED_S) -> tuple[np.ndar
 
 def graph_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
     """Seconds per call of the preset's two graphs alone (onnxruntime, k = the live k), on busy bars."""
-    from .codecs import encode_steps
+    from ..codec.convert import encode_steps
     rng = np.random.default_rng(1)
     bars = [encode_steps(model.codec, random_bar(rng, model.codec), model.codec.steps_per_bar) for _ in range(16)]
     codes = [model.encode_bar(x, model.k) for x in bars]
@@ -312,7 +325,7 @@ def _ms(x: np.ndarray, q: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m sidl.realtime.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m sidl.realtime.live.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", help="a preset name, loaded as sidl-live loads it")
     ap.add_argument("--model", help="a factory MODULE:ATTR or FILE.py:ATTR returning a model")
     ap.add_argument("--bars", type=int, default=500, help="bars for the compute timing")
@@ -336,9 +349,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         if not args.preset:
             ap.error("--compare needs --preset")
-        if not (Path(args.compare) / "realtime" / "engine.py").is_file():
-            ap.error(f"--compare: {args.compare} is not a sidl checkout (no realtime/engine.py)")
-        from .live import load_model
+        if not is_checkout(Path(args.compare)):
+            ap.error(f"--compare: {args.compare} is not a sidl checkout (no realtime/live/engine.py)")
+        from .cli import load_model
         mode = args.mode or default_mode(load_model(args.preset).codec)
         old, new = compare_with(args.compare, args.preset, mode, args.bars)
         print(f"compute per bar, {args.preset}, {mode}, alternated bar by bar ({len(new)} bars each)")
@@ -346,9 +359,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {what:40s} p50 {_ms(secs, 50)} ms  p99 {_ms(secs, 99)} ms")
         return
     if args.preset:
-        from .live import load_model
+        from .cli import load_model
         model = load_model(args.preset)
-        launch = [sys.executable, "-m", "sidl.realtime.live", "--preset", args.preset]
+        launch = [sys.executable, "-m", "sidl.realtime.live.cli", "--preset", args.preset]
         name = args.preset
     else:
         factory = load_factory(args.model)
@@ -358,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"sys.path.insert(0, {str(Path(where).resolve().parent)!r}); "
                   f"m=importlib.util.module_from_spec(s); s.loader.exec_module(m)"
                   if where.endswith(".py") else f"import importlib; m=importlib.import_module({where!r})")
-        launch = [sys.executable, "-c", f"{loader}; from sidl.realtime import live; "
+        launch = [sys.executable, "-c", f"{loader}; from sidl.realtime.live import cli as live; "
                   f"live.main(sys.argv[1:], load=lambda name: m.{attr}())", "--preset", args.model]
         name = args.model
     codec = model.codec

@@ -9,8 +9,10 @@ import math
 
 import numpy as np
 
-from . import drums, pianogrid
-from .grid import Codec
+from . import drums
+
+from . import pianogrid
+from .spec import Codec
 from .notes import NoteArray
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .grid import PIANO_GRID, Codec
+from .spec import PIANO_GRID, Codec
 from .notes import NoteArray, one_voice_per_key
 
 LOWEST_KEY = 21            # A0

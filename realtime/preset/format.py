@@ -1,0 +1,143 @@
+"""The preset format, in one place: what a preset folder holds and how each file is checked.
+
+A preset is a folder (``sidl.export.preset`` writes one, ``sidl.realtime.preset.model`` opens one)::
+
+    preset.json   manifest (schema_version, codec, atoms, k, meter prior, corpus + license, metrics,
+                  and a sha256 for each file below, checked at every load)
+    encoder.onnx  x (steps, channels) float32, k () int64 -> idx, val (k, positions)
+    decoder.onnx  idx, val (k, positions) -> y (steps, channels) float32
+    prior.npz     usage (n_atoms, positions_per_bar) f16, scale (n_atoms,) f16,
+                  next_atom / next_p (n_atoms, top): each atom's most likely successors
+    atoms.mid, atoms.png
+
+Reader and writer share these names; nothing here opens a graph. Every problem is a ``PresetError``
+whose message is one line naming the preset and what is wrong. Nothing is unpickled.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..codec.files import NPZ_ERRORS
+from ..codec.spec import KNOWN_CODECS, LIVE_CODECS, Codec
+
+SCHEMA_VERSION = 1
+PRESET_FILES = ("encoder.onnx", "decoder.onnx", "prior.npz", "atoms.mid", "atoms.png")
+MANIFEST = "preset.json"
+MAX_MEMBER_BYTES = 100 * 10**6                  # a preset file is a few MB at most; installs refuse more
+ARCHIVE_SUFFIX = ".sidl"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class PresetError(ValueError):
+    """A preset that cannot be used; the message is one line: ``preset 'NAME': what is wrong``."""
+
+    def __init__(self, preset, problem: str):
+        text = " ".join(str(problem).split())
+        super().__init__(f"preset {str(preset)!r}: {text}")
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise PresetError(name, "a preset name is letters, digits, '.', '_' or '-' (at most 64)")
+    return name
+
+
+
+def describe_codec(codec: Codec) -> str:
+    return codec.describe()
+
+
+def read_manifest(folder: Path, label: str | None = None) -> dict:
+    label = label or folder.name
+    path = folder / "preset.json"
+    if not path.is_file():
+        raise PresetError(label, "missing preset.json")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        what = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise PresetError(label, f"preset.json is not readable JSON ({what})") from e
+    if not isinstance(manifest, dict):
+        raise PresetError(label, "preset.json is not a JSON object")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise PresetError(label, f"unknown schema version {version!r} (this sidl reads {SCHEMA_VERSION})")
+    return manifest
+
+
+def manifest_codec(manifest: dict, label: str) -> Codec:
+    d = manifest.get("codec")
+    name = d.get("name") if isinstance(d, dict) else None
+    if name not in KNOWN_CODECS:
+        raise PresetError(label, f"unknown codec {name!r} (known: {', '.join(KNOWN_CODECS)})")
+    if name not in LIVE_CODECS:
+        raise PresetError(label, f"codec {name!r} has no bars; the live engine plays {', '.join(LIVE_CODECS)}")
+    try:
+        return Codec.from_dict(d)
+    except ValueError as e:                 # Codec says what is wrong with the description
+        raise PresetError(label, str(e)) from e
+
+
+def read_verified(folder: Path, manifest: dict, label: str) -> dict[str, bytes]:
+    """Every preset file's bytes, each checked against the manifest's sha256."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise PresetError(label, "preset.json lists no files")
+    out = {}
+    for name in PRESET_FILES:
+        path = folder / name
+        if not path.is_file():
+            raise PresetError(label, f"missing {name}")
+        want = (files.get(name) or {}).get("sha256") if isinstance(files.get(name), dict) else None
+        if not want:
+            raise PresetError(label, f"preset.json has no sha256 for {name}")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != want:
+            raise PresetError(label, f"sha256 mismatch for {name} (corrupt or modified file)")
+        out[name] = data
+    return out
+
+
+
+def read_prior(data: bytes, n_atoms: int, positions: int, label: str):
+    """prior.npz -> usage (n_atoms, positions), transitions (n_atoms, n_atoms), scale (n_atoms,) float32."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            usage, scale = z["usage"], z["scale"]
+            nxt, p = z["next_atom"], z["next_p"]
+    except NPZ_ERRORS as e:
+        # (numpy's own text for a non-npz file suggests allow_pickle: not advice to pass on)
+        why = "empty file" if not data else "not an .npz archive" if "pickle" in str(e) else e
+        raise PresetError(label, f"prior.npz is not a readable prior ({why})") from e
+    arrays = {"usage": usage, "scale": scale, "next_atom": nxt, "next_p": p}
+    for key, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+            raise PresetError(label, f"prior.npz: {key} is not a numeric array")
+    if usage.shape != (n_atoms, positions) or scale.shape != (n_atoms,) or nxt.shape != p.shape \
+            or nxt.ndim != 2 or len(nxt) != n_atoms:
+        raise PresetError(label, f"prior.npz shapes {usage.shape}, {scale.shape}, {nxt.shape} do not fit "
+                                 f"{n_atoms} atoms x {positions} positions")
+    nxt = nxt.astype(np.int64)
+    if nxt.size and (nxt.min() < 0 or nxt.max() >= n_atoms):
+        raise PresetError(label, "prior.npz names atoms that do not exist")
+    transitions = np.zeros((n_atoms, n_atoms), np.float32)
+    np.put_along_axis(transitions, nxt, p.astype(np.float32), axis=1)
+    return usage.astype(np.float32), transitions, scale.astype(np.float32)
+
+
+
+def whole_number(value, field: str, label: str) -> int:
+    """A manifest field that must be a whole number (JSON numbers only: no strings, no 512.7)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value in (float("inf"), float("-inf")) or int(value) != value:
+        raise PresetError(label, f"preset.json: {field} must be a whole number, got {value!r}")
+    return int(value)
+
