@@ -2,7 +2,9 @@
 
 Works on decoded atoms, ``(n_atoms, L, channels)`` float32 codec arrays (each atom alone, through the
 preset's own decoder), so what is drawn and played is what the engine's decoder makes of it.
-numpy + mido only (no torch): ``sidl presets export-atoms`` uses it on an installed preset.
+numpy + mido only (no torch): ``sidl presets export-atoms`` uses it on an installed preset. The
+pictures are drawn by ``export.atlas`` with matplotlib (the ``train`` extra), imported only when a
+picture is asked for, so clips export without it.
 
 PNG is written by hand (zlib + struct): 8-bit RGB, one filter byte per row.
 """
@@ -21,12 +23,6 @@ from sidl.realtime.codec.midifile import midi_from_notes, save_midi_atomic
 from sidl.realtime.codec.notes import NoteArray
 
 CLIP_BPM = 120.0
-SHEET_COLUMNS = 32                     # atoms per row of the sheet
-BACKGROUND = (255, 255, 255)
-BORDER = (200, 200, 200)
-HIT_RGB = np.array([200, 40, 20], np.float32)     # onsets / hits, shaded by velocity
-HOLD_RGB = np.array([60, 110, 200], np.float32)   # piano holds
-FAINT_RGB = np.array([90, 90, 90], np.float32)    # sub-threshold activation, shaded by strength
 
 
 def decoded_atoms(decode_bar, scale: np.ndarray, length: int, n_voices: int) -> np.ndarray:
@@ -92,39 +88,6 @@ def write_atom_clips(folder, codec: Codec, atoms: np.ndarray, order: np.ndarray)
     return paths
 
 
-def atom_tile(codec: Codec, atom: np.ndarray) -> np.ndarray:
-    """One atom (L, channels) as an RGB tile: voices bottom (kick, lowest key) to top, steps left to right."""
-    n = codec.n_voices
-    cw, ch = codec.spec.atlas_cell
-    hit = atom[:, :n].T[::-1]                                  # (voices, L), top row = highest voice
-    vel = np.clip(atom[:, n:2 * n].T[::-1], 0.0, 1.0)
-    on = hit > 0.5
-    strength = np.where(on, 0.35 + 0.65 * vel, 0.5 * np.clip(hit, 0.0, 1.0))
-    colour = np.where(on[..., None], HIT_RGB, FAINT_RGB)
-    if codec.spec.feel == "hold":
-        hold = atom[:, 2 * n:3 * n].T[::-1] > 0.5
-        colour = np.where((hold & ~on)[..., None], HOLD_RGB, colour)
-        strength = np.where(hold & ~on, 0.6, strength)
-    bg = np.array(BACKGROUND, np.float32)
-    rgb = bg + strength[..., None] * (colour - bg)              # (voices, L, 3)
-    return np.repeat(np.repeat(rgb, ch, axis=0), cw, axis=1).round().astype(np.uint8)
-
-
-def atoms_sheet(codec: Codec, atoms: np.ndarray, order: np.ndarray, columns: int = SHEET_COLUMNS
-                ) -> np.ndarray:
-    """All atoms in ``order`` as tiles on a grid, 1-pixel borders: (H, W, 3) uint8."""
-    tiles = [atom_tile(codec, atoms[a]) for a in order]
-    th, tw = tiles[0].shape[:2]
-    cols = min(columns, len(tiles))
-    rows = -(-len(tiles) // cols)
-    sheet = np.empty((rows * (th + 1) + 1, cols * (tw + 1) + 1, 3), np.uint8)
-    sheet[:] = BORDER
-    for i, t in enumerate(tiles):
-        r, c = divmod(i, cols)
-        sheet[1 + r * (th + 1):1 + r * (th + 1) + th, 1 + c * (tw + 1):1 + c * (tw + 1) + tw] = t
-    return sheet
-
-
 def png_bytes(rgb: np.ndarray) -> bytes:
     """(H, W, 3) uint8 -> a PNG file's bytes (8-bit truecolour, no filtering, zlib level 9)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -141,6 +104,17 @@ def png_bytes(rgb: np.ndarray) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def write_atoms_png(path, codec: Codec, atoms: np.ndarray, order: np.ndarray) -> None:
-    """Through a temporary name, as atoms.mid: an interrupted write leaves no half image."""
-    write_bytes_atomic(path, png_bytes(atoms_sheet(codec, atoms, order)))
+def write_atoms_png(path, codec: Codec, atoms: np.ndarray, order: np.ndarray, usage: np.ndarray | None = None
+                    ) -> None:
+    """atoms.png: the most-used atoms drawn large (``export.atlas``, matplotlib). Through a temporary
+    name, as atoms.mid: an interrupted write leaves no half image."""
+    from sidl.export.atlas import featured_sheet
+    write_bytes_atomic(path, png_bytes(featured_sheet(codec, atoms, order, usage)))
+
+
+def write_dictionary_pngs(folder, codec: Codec, atoms: np.ndarray, order: np.ndarray,
+                          usage: np.ndarray | None = None) -> list[Path]:
+    """Every atom, most used first, on pages ``atoms-all-1.png``, ``atoms-all-2.png`` ... (matplotlib)."""
+    from sidl.export.atlas import dictionary_pages
+    return [write_bytes_atomic(Path(folder) / f"atoms-all-{i}.png", png_bytes(page))
+            for i, page in enumerate(dictionary_pages(codec, atoms, order, usage), 1)]

@@ -11,11 +11,14 @@ import numpy as np
 from sidl.realtime.codec.files import json_kind
 
 from sidl.training.corpora import load_corpus
-from sidl.training.metrics import GRID_TOLERANCE_STEPS, Counts
+from sidl.training.counted import count_patterns, counted_reconstruction
+from sidl.training.metrics import (GRID_TOLERANCE_STEPS, Counts, drum_constant_reference,
+                                   drum_template_reference)
 
 
-def held_out_pieces(preset, limit: int = 0):
-    """The test split of the corpus named in the preset's manifest (the first ``limit``; 0: all)."""
+def held_out_pieces(preset, limit: int = 0, split: str = "test"):
+    """The test split (or ``split``) of the corpus named in the preset's manifest (the first
+    ``limit``; 0: all)."""
     if limit < 0:
         raise ValueError(f"--pieces must be >= 0 (0: all test pieces), got {limit}")
     corpus = preset.manifest.get("corpus", {})
@@ -26,8 +29,13 @@ def held_out_pieces(preset, limit: int = 0):
     if not isinstance(name, str):
         raise ValueError(f"preset {preset.name!r}: preset.json's corpus name is {json_kind(name)}, not a string: "
                          f"its test split cannot be found")
-    pieces, _ = load_corpus(name, preset.codec, "test")
+    pieces, _ = load_corpus(name, preset.codec, split)
     return pieces[:limit] if limit else pieces
+
+
+def training_pieces(preset):
+    """The training split of the preset's corpus: what its references are counted on."""
+    return held_out_pieces(preset, 0, "train")
 
 
 def evaluate_preset(preset, pieces, ks) -> dict:
@@ -48,3 +56,79 @@ def evaluate_preset(preset, pieces, ks) -> dict:
                 c.add_notes(decode_piano_grid(x), decode_piano_grid(y), GRID_TOLERANCE_STEPS)
         out[k] = c.report(feel=drums)
     return out
+
+
+def drum_references(preset, pieces, train, ks) -> dict:
+    """What a drum preset is measured against, on the same test ``pieces``, from its corpus's
+    training split ``train``: the counted-patterns codebook of the preset's size ({k: report}, hits
+    only) and the two feel guesses that need no code (constant, metrical template)."""
+    patterns, _ = count_patterns([p.x for p in train], preset.n_atoms, preset.stride)
+    silent = np.zeros(preset.codec.channels, np.float32)
+    counted = {}
+    for k in ks:
+        c = Counts()
+        for p in pieces:
+            y = counted_reconstruction(p.x, patterns, k, silent, preset.stride)
+            if len(y):
+                c.add_drums(p.x[: len(y)], y)
+        counted[k] = c.report(feel=False)
+    bars = lambda chosen: [(p.x, p.codec.steps_per_bar) for p in chosen]
+    return {"counted": counted, "patterns": len(patterns),
+            "constant": drum_constant_reference([p.x for p in train], [p.x for p in pieces]),
+            "template": drum_template_reference(bars(train), bars(pieces))}
+
+
+def with_references(rows: dict, refs: dict) -> dict:
+    """Each k's report with the references beside it (the keys ``sidl presets eval --json`` adds)."""
+    out = {}
+    for k, r in rows.items():
+        out[k] = dict(r, counted_f1=refs["counted"][k]["f1"],
+                      constant_velocity_error=refs["constant"]["velocity_mae"],
+                      constant_offset_error=refs["constant"]["offset_mae"],
+                      template_velocity_error=refs["template"]["velocity_mae"],
+                      template_offset_error=refs["template"]["offset_mae"])
+    return out
+
+
+def by_meter(preset, pieces, k: int, whole: dict | None = None) -> dict:
+    """{"3/4": report, ...}: the pieces of each meter measured apart at ``k`` (one-beat atoms see
+    beats, not bars, so a meter only changes what is played in it). ``whole``: the report of all
+    ``pieces`` at ``k``, reused when they share one meter."""
+    groups: dict = {}
+    for p in pieces:
+        groups.setdefault(f"{p.codec.beats_per_bar}/{p.codec.beat_unit}", []).append(p)
+    if len(groups) == 1 and whole is not None:
+        return {m: dict(whole, pieces=len(chosen)) for m, chosen in groups.items()}
+    return {m: dict(evaluate_preset(preset, chosen, [k])[k], pieces=len(chosen))
+            for m, chosen in sorted(groups.items())}
+
+
+def piano_rows(preset, pieces, train, ks) -> dict:
+    """A piano preset beside the two references of issue #10, on the same ``pieces``, every k.
+
+    Each row: the preset's onset precision / recall / F1, velocity error on matched notes, note F1
+    with offsets and notes per chosen atom; ``baseline_*`` the k loudest onsets per beat;
+    ``shapes_*`` as many counted shapes as the preset has atoms, counted on ``train``, placed by
+    greedy pursuit."""
+    from sidl.realtime.codec.pianogrid import decode_piano_grid
+    from sidl.training import piano_eval as pe
+    L = preset.stride
+    grids = [np.ascontiguousarray(p.x[: len(p.x) // L * L], np.float32) for p in pieces]
+    grids = [x for x in grids if len(x)]
+    scores = {k: pe.PianoScore() for k in ks}
+    for x in grids:
+        true = decode_piano_grid(x)
+        for k in ks:
+            idx, val = preset.encode_bar(x, k)
+            scores[k].add(true, decode_piano_grid(preset.decode_bar(idx, val)), int(np.count_nonzero(val)))
+    loud = pe.loudest_rows(grids, ks, L)
+    shapes = pe.counted_rows([p.x for p in train], grids, preset.n_atoms, ks, L)
+    rows = {}
+    for k in ks:
+        r = scores[k].report()
+        rows[k] = dict(r, baseline_f1=loud[k]["f1"], baseline_precision=loud[k]["precision"],
+                       baseline_recall=loud[k]["recall"], shapes_f1=shapes[k]["f1"],
+                       shapes_precision=shapes[k]["precision"], shapes_recall=shapes[k]["recall"],
+                       shapes_velocity_error=shapes[k]["velocity_error"],
+                       shapes_offset_f1=shapes[k]["offset_f1"], shapes_notes_per_atom=shapes[k]["notes_per_atom"])
+    return rows

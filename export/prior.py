@@ -15,7 +15,8 @@ row as index/probability pairs); ``sidl.realtime.preset`` expands them back with
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ class MeterPrior:
     scale: np.ndarray          # (n_atoms,) float32
     positions: int             # code positions the statistics were counted over
     pieces: int                # corpus pieces they came from
+    skipped: dict = field(default_factory=dict)   # why the other pieces were not counted: reason -> pieces
 
 
 def prior_positions(n_atoms: int, patch: int, k_max: int, work: float = PRIOR_WORK) -> int:
@@ -48,29 +50,42 @@ def sample_windows(pieces, codec: Codec, max_positions: int, length: int, seed: 
     """Up to ``window_bars`` bars from each piece in the preset's meter, pieces in a seeded order,
     each from a seeded bar line, until ``max_positions`` code positions: (steps, channels) arrays.
     """
+    return sample_windows_counted(pieces, codec, max_positions, length, seed, window_bars)[0]
+
+
+def sample_windows_counted(pieces, codec: Codec, max_positions: int, length: int, seed: int = 0,
+                           window_bars: int = WINDOW_BARS) -> tuple[list[np.ndarray], dict]:
+    """``sample_windows`` and why each piece left out was left out: {reason: number of pieces}."""
     bar = codec.steps_per_bar
     if bar % length:
         raise ValueError(f"a bar of {bar} steps is not a whole number of {length}-step atoms")
     meter = (codec.beats_per_bar, codec.beat_unit, codec.steps_per_beat)
     rng = np.random.default_rng(seed)
     out, left = [], max_positions * length
-    for i in rng.permutation(len(pieces)):
+    skipped = Counter()
+    order = rng.permutation(len(pieces))
+    for n, i in enumerate(order):
         c = pieces[i].codec
         if (c.beats_per_bar, c.beat_unit, c.steps_per_beat) != meter:
+            skipped[f"in {c.beats_per_bar}/{c.beat_unit}, not the preset's "
+                    f"{codec.beats_per_bar}/{codec.beat_unit}"] += 1
             continue
         x = pieces[i].x
         n_bars = len(x) // bar
         take = min(n_bars, window_bars, left // bar)
         if take <= 0:
+            skipped["shorter than one bar"] += 1
             continue
         first = int(rng.integers(n_bars - take + 1)) * bar
         out.append(x[first:first + take * bar])
         left -= take * bar
         if left < bar:
+            if len(order) - n - 1:
+                skipped[f"not needed: {max_positions} code positions were reached first"] = len(order) - n - 1
             break
     if not out:
         raise ValueError(f"no corpus piece in {codec.beats_per_bar}/{codec.beat_unit} to count the prior on")
-    return out
+    return out, dict(skipped)
 
 
 @torch.no_grad()
@@ -142,9 +157,15 @@ def meter_prior(encoder, codec: Codec, pieces, k: int, max_positions: int | None
     if max_positions is None:
         a = encoder.atoms.stored
         max_positions = prior_positions(a.shape[0], a[0].numel(), encoder.k_max)
-    windows = sample_windows(pieces, codec, max_positions, encoder.length, seed)
+    windows, skipped = sample_windows_counted(pieces, codec, max_positions, encoder.length, seed)
     codes = encode_windows(encoder, windows, k)
-    return count_prior(codes, encoder.atoms.stored.shape[0], codec.steps_per_bar // encoder.length)
+    prior = count_prior(codes, encoder.atoms.stored.shape[0], codec.steps_per_bar // encoder.length)
+    return replace(prior, skipped=skipped)
+
+
+def describe_skipped(skipped: dict) -> str:
+    """'13 pieces in 6/8, not the preset's 4/4; 2 shorter than one bar' (empty when none were)."""
+    return "; ".join(f"{n} piece{'s' * (n != 1)} {why}" for why, n in skipped.items())
 
 
 def prior_arrays(prior: MeterPrior, top: int = TOP_TRANSITIONS) -> dict:

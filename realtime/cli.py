@@ -25,6 +25,10 @@ LAZY_COMMANDS = {
     "train": ("sidl.training.cli", "train", "Learn a shift-invariant dictionary from MIDI (needs torch)."),
     "evaluate": ("sidl.training.cli", "evaluate",
                  "Measure a training run again with this code; rewrites its metrics.json (needs torch)."),
+    "style": ("sidl.training.analysis.cli", "style", "Map pieces by their mean sparse code, coloured by a label."),
+    "probe": ("sidl.training.analysis.cli", "probe",
+              "Cross-validate a label (composer, key, meter...) from the codes against real baselines."),
+    "report": ("sidl.training.analysis.cli", "report", "Regenerate docs/results.md and docs/figures/."),
 }
 
 
@@ -57,6 +61,14 @@ presets = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich
                       no_args_is_help=True, help="List, inspect and install presets.")
 app.add_typer(presets, name="presets")
 
+from .tools.cli import register as _register_file_tools   # noqa: E402  (typer only; tools load per command)
+
+_register_file_tools(app)
+cache = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                    no_args_is_help=True,
+                    help="The corpus cache: parsed corpora, in $SIDL_CACHE/corpora (default ~/.cache/sidl).")
+app.add_typer(cache, name="cache")
+
 
 @app.command("export", help="Export a training run as a preset folder (needs torch and onnx).")
 def export(
@@ -71,6 +83,7 @@ def export(
                                                   help="code positions the meter prior is counted on"),
     encoder: str = typer.Option("pursuit", "--encoder",
                                 help="pursuit (best reconstruction) or kwta (the TCN alone: fastest live)"),
+    force: bool = typer.Option(False, "--force", help="export even when onnxruntime and torch disagree"),
 ):
     from .preset.format import check_name
     from .preset.store import user_preset_dir
@@ -87,7 +100,7 @@ def export(
         raise ValueError(f"export needs the training extras (pip install -e '.[train]'): {e}") from None
     folder = export_preset(run_dir, name, out or user_preset_dir(), description, archive=archive,
                            k_live=k_live, atom_dtype=atoms, max_positions=prior_positions,
-                           log=lambda msg: typer.echo(f"  {msg}", err=True), encoder=encoder)
+                           log=lambda msg: typer.echo(f"  {msg}", err=True), encoder=encoder, force=force)
     typer.echo(f"{folder} ({_kb(folder)})")
     if archive:
         typer.echo(str(folder.with_name(folder.name + ".sidl")))
@@ -114,8 +127,9 @@ def list_presets():
         typer.echo(f"{name:<16} {what}   {folder}")
 
 
-@presets.command("show", help="A preset's manifest, metrics and size (and whether it verifies).")
-def show(name: str = typer.Argument(..., help="preset name or folder")):
+@presets.command("show", help="What a preset is, its size, load time, integrity and F1 (--json: the whole manifest).")
+def show(name: str = typer.Argument(..., help="preset name or folder"),
+         as_json: bool = typer.Option(False, "--json", help="the whole manifest, with the check's result")):
     from .preset import PresetError, load_preset
     from .preset.format import read_manifest
     from .preset.store import resolve
@@ -126,31 +140,57 @@ def show(name: str = typer.Argument(..., help="preset name or folder")):
         t0 = time.perf_counter()
         load_preset(folder)
         load_ms = (time.perf_counter() - t0) * 1e3
-        status = f"ok (files match their sha256, graphs load and run; loaded in {load_ms:.0f} ms)"
+        broken = None
     except PresetError as e:
-        status = f"BROKEN: {e}"
-    corpus, a, mp = _section(m, "corpus"), _section(m, "atoms"), _section(m, "meter_prior")
-    lines = [
-        f"name        {m.get('name')}",
-        f"description {m.get('description') or '-'}",
-        f"path        {folder}",
-        f"codec       {m.get('codec_description') or m.get('codec')}",
-        f"atoms       {a.get('count')} x {a.get('length')} steps, hop {a.get('hop')}, stored as {a.get('storage')}",
-        f"k           {m.get('k_live')} live, {m.get('k_max')} max",
-        f"meter prior {mp.get('beats_per_bar')}/{mp.get('beat_unit')}, {mp.get('steps_per_beat')} steps per beat, "
-        f"{mp.get('positions_per_bar')} positions per bar",
-        f"corpus      {corpus.get('name')} ({corpus.get('split')} split), license: {corpus.get('license')}",
-        f"sidl        {m.get('sidl_version')}",
-        f"size        {_kb(folder)}",
-        f"status      {status}",
-        "files:",
-    ]
-    lines += [f"  {f:<14} {_section(m['files'], f).get('bytes', 0)!s:>9} B  "
-              f"sha256 {str(_section(m['files'], f).get('sha256') or '')[:16]}…" for f in _section(m, "files")]
-    lines += ["metrics:"] + ["  " + line for line in json.dumps(m.get("metrics", {}), indent=2).splitlines()]
-    typer.echo("\n".join(lines))
-    if status.startswith("BROKEN"):
+        load_ms, broken = None, str(e)
+    if as_json:
+        typer.echo(json.dumps({**m, "path": str(folder), "verified": broken is None, "problem": broken,
+                               "load_ms": None if load_ms is None else round(load_ms, 1)}, indent=2))
+    else:
+        typer.echo("\n".join(preset_summary(m, folder, load_ms, broken)))
+    if broken:
         raise typer.Exit(1)                 # scripts can tell a broken preset from a good one
+
+
+def preset_summary(m: dict, folder: Path, load_ms: float | None, broken: str | None) -> list[str]:
+    """The lines `sidl presets show` prints: what it is, how big, whether it verifies, how well it plays."""
+    corpus, a = _section(m, "corpus"), _section(m, "atoms")
+    parity = _section(_section(m, "export_check"), "onnxruntime_vs_torch")
+    diff = max((v for v in (parity.get("max_abs_val"), parity.get("max_abs_decoded")) if isinstance(v, (int, float))),
+               default=None)
+    integrity = ("BROKEN: " + broken if broken else "ok: every file matches its sha256, both graphs load and run"
+                 + ("" if diff is None else f"; at export onnxruntime matched torch to {diff:.1e}"))
+    encoder = m.get("encoder", "pursuit")
+    lines = [
+        f"{m.get('name')}: {m.get('description') or '(no description)'}",
+        f"  codec      {m.get('codec_description') or m.get('codec')}",
+        f"  atoms      {a.get('count')} x {a.get('length')} steps, stored as {a.get('storage')}; "
+        f"k {m.get('k_live')} live of {m.get('k_max')}; {encoder} encoder",
+        f"  corpus     {corpus.get('name')} ({corpus.get('split')} split), licence: {corpus.get('license')}",
+        f"  size       {_kb(folder)}, {folder}",
+        f"  load time  " + ("-" if load_ms is None else f"{load_ms:.0f} ms (hash checks and graph sessions included)"),
+        f"  integrity  {integrity}",
+    ]
+    metrics = _section(m, "metrics")
+    table = _section(metrics, "pursuit")
+    if not table:
+        lines.append("  F1         not recorded in this preset's run")
+    else:
+        drums = bool(_section(metrics, "constant_reference")) or metrics.get("codec") == "drums"
+        what = "hit F1" if drums else "onset F1"
+        lines.append(f"  {what} of the training run on the {corpus.get('name')} test split "
+                     f"({metrics.get('test_pieces', '?')} pieces); * = what this preset plays live:")
+        star = {e: "*" if encoder == e else "" for e in ("pursuit", "kwta")}
+        lines.append(f"    {'k':<4}{'pursuit' + star['pursuit']:<10}{'k-WTA' + star['kwta']:<9}"
+                     f"{'precision':<11}recall (pursuit)")
+        nan = float("nan")
+        for k, row in table.items():
+            al = _section(row, "all")
+            kw = _section(_section(_section(metrics, "kwta"), k), "all")
+            lines.append(f"    {k:<4}{al.get('f1', nan):<10.3f}{kw.get('f1', nan):<9.3f}"
+                         f"{al.get('precision', nan):<11.3f}{al.get('recall', nan):.3f}")
+    lines.append(f"  more       sidl presets show {m.get('name')} --json (manifest, files, every metric)")
+    return lines
 
 
 @presets.command("install", help="Verify a preset folder or .sidl archive and install it into the user folder.")
@@ -161,18 +201,73 @@ def install(path: Path = typer.Argument(..., help="preset folder or NAME.sidl ar
 
 @presets.command("eval", help="Measure a preset through its own ONNX graphs on its corpus's test split.")
 def eval_preset(name: str = typer.Argument(..., help="preset name or folder"),
-                pieces: int = typer.Option(0, help="evaluate on the first N test pieces only (0: all)")):
-    from sidl.export.evaluate import evaluate_preset, held_out_pieces   # numpy + onnxruntime only
+                pieces: int = typer.Option(0, help="evaluate on the first N test pieces only (0: all)"),
+                split: str = typer.Option("test", help="test, or validation (GMD holds its 3/4 and 6/8 "
+                                                       "there: the test split is all 4/4)"),
+                as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object"),
+                folder: Optional[Path] = typer.Option(None, "--folder", help="piano: measure on every MIDI "
+                                                      "file of DIR instead of the test split")):
+    from sidl.export import evaluate as ev   # numpy + onnxruntime only
     from .preset import load_preset
     p = load_preset(name)
-    rows = evaluate_preset(p, held_out_pieces(p, pieces), range(1, p.k_max + 1))
+    if not p.codec.spec.drum_feel:           # piano: beside the two references of issue #10
+        return piano_eval(p, ev, pieces, split, folder, as_json)
+    if split not in ("test", "validation"):
+        raise ValueError(f"--split must be test or validation, got {split!r}")
+    test = ev.held_out_pieces(p, pieces, split)
+    ks = range(1, p.k_max + 1)
+    rows = ev.evaluate_preset(p, test, ks)
     drums = p.codec.spec.drum_feel
+    refs = ev.drum_references(p, test, ev.training_pieces(p), ks) if drums else None
+    meters = ev.by_meter(p, test, 1, rows[1])
+    if as_json:
+        rows = ev.with_references(rows, refs) if drums else rows
+        typer.echo(json.dumps({"preset": p.name, "encoder": p.manifest.get("encoder", "pursuit"),
+                               "split": split, "test_pieces": len(test),
+                               "k": {str(k): r for k, r in rows.items()}, "k1_by_meter": meters}))
+        return
     typer.echo(f"{p.name}: {'hit' if drums else 'onset'} F1 through onnxruntime, "
-               f"{p.manifest.get('encoder', 'pursuit')} encoder")
-    typer.echo("k   F1      precision  recall" + ("   velocity MAE  offset MAE" if drums else ""))
+               f"{p.manifest.get('encoder', 'pursuit')} encoder, {len(test)} {split} pieces")
+    typer.echo("k   F1      precision  recall" + ("   velocity MAE  offset MAE  counted F1" if drums else ""))
     for k, r in rows.items():
-        extra = f"   {r['velocity_mae']:<13.1f} {r['offset_mae']:.3f}" if drums else ""
+        extra = (f"   {r['velocity_mae']:<13.1f} {r['offset_mae']:<11.3f} {refs['counted'][k]['f1']:.4f}"
+                 if drums else "")
         typer.echo(f"{k:<3} {r['f1']:.4f}  {r['precision']:.4f}     {r['recall']:.4f}{extra}")
+    if drums:
+        c, t = refs["constant"], refs["template"]
+        typer.echo(f"counted F1: the {refs['patterns']} most frequent one-beat hit patterns of the training "
+                   f"split, greedy OR-pursuit (gain = hits explained - wrong hits)")
+        typer.echo(f"feel references on true hits: constant guess {c['velocity_mae']:.1f} / {c['offset_mae']:.3f}, "
+                   f"metrical template {t['velocity_mae']:.1f} / {t['offset_mae']:.3f} (velocity MAE / offset MAE)")
+    if len(meters) > 1:
+        typer.echo("k = 1 F1 by meter: " + ", ".join(f"{m} {r['f1']:.4f} ({r['pieces']} pieces)"
+                                                   for m, r in meters.items()))
+
+
+def piano_eval(p, ev, pieces: int, split: str, folder, as_json: bool) -> None:
+    """`sidl presets eval` of a piano preset: every k, the preset beside k-loudest and counted shapes."""
+    if split not in ("test", "validation"):
+        raise ValueError(f"--split must be test or validation, got {split!r}")
+    if folder is None:
+        test, where = ev.held_out_pieces(p, pieces, split), f"{split} split of {p.manifest['corpus']['name']}"
+    else:
+        from sidl.training.corpus import folder_corpus
+        test, where = folder_corpus(folder, p.codec), str(folder)
+        test = test[:pieces] if pieces else test
+    ks = range(1, p.k_max + 1)
+    rows = ev.piano_rows(p, test, ev.training_pieces(p), ks)
+    if as_json:
+        typer.echo(json.dumps({"preset": p.name, "pieces": len(test), "on": where,
+                               "rows": [dict(k=k, **r) for k, r in rows.items()]}))
+        return
+    typer.echo(f"{p.name}: onset F1 through onnxruntime on {len(test)} pieces ({where}); beside it "
+               f"k loudest onsets per beat and {p.n_atoms} counted shapes (training split, greedy pursuit)")
+    typer.echo("k   F1      prec    recall  vel err  offset F1  notes/atom | loudest F1  prec   | shapes F1  prec    notes/atom")
+    for k, r in rows.items():
+        typer.echo(f"{k:<3} {r['f1']:.4f}  {r['precision']:.4f}  {r['recall']:.4f}  {r['velocity_error']:<8.2f} "
+                   f"{r['offset_f1']:<10.4f} {r['notes_per_atom']:<10.2f} | {r['baseline_f1']:.4f}      "
+                   f"{r['baseline_precision']:.4f} | {r['shapes_f1']:.4f}     {r['shapes_precision']:.4f}  "
+                   f"{r['shapes_notes_per_atom']:.2f}")
 
 
 @presets.command("export-atoms", help="Write a preset's atoms to DIR: atoms.mid, atoms.png and one clip per atom.")
@@ -186,9 +281,44 @@ def export_atoms(name: str = typer.Argument(..., help="preset name or folder"),
     order = media.usage_order(p.usage)
     out.mkdir(parents=True, exist_ok=True)
     media.write_atoms_midi(out / "atoms.mid", p.codec, decoded, order)
-    media.write_atoms_png(out / "atoms.png", p.codec, decoded, order)
     clips = media.write_atom_clips(out / "clips", p.codec, decoded, order)
-    typer.echo(f"{out}: atoms.mid, atoms.png, {len(clips)} clips in clips/ (most used first)")
+    try:
+        media.write_atoms_png(out / "atoms.png", p.codec, decoded, order, p.usage)
+        pages = media.write_dictionary_pngs(out, p.codec, decoded, order, p.usage)
+        pictures = f"atoms.png (the most used), {', '.join(f.name for f in pages)} (every atom), "
+    except ImportError:                 # the runtime alone has no matplotlib: clips still export
+        pictures = "no pictures (they need matplotlib: pip install -e '.[train]'), "
+    typer.echo(f"{out}: atoms.mid, {pictures}{len(clips)} clips in clips/ (most used first)")
+
+
+@cache.command("info", help="Where the corpus cache is, its files and their sizes.")
+def cache_info(time_loads: bool = typer.Option(False, "--time", help="also load each file and time it")):
+    import time
+
+    from sidl.training.corpus import cache_files, corpus_cache_dir, read_cache_file   # numpy only
+    files = cache_files()
+    typer.echo(f"{corpus_cache_dir()}: {len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.1f} MB "
+               f"(move it with SIDL_CACHE; empty it with `sidl cache clear`)")
+    for f in files:
+        line = f"  {f.stat().st_size / 1e6:8.2f} MB  {f.name}"
+        if time_loads:
+            t0 = time.perf_counter()
+            pieces = read_cache_file(f)
+            line += (f"  {len(pieces)} pieces, loaded in {time.perf_counter() - t0:.3f} s" if pieces is not None
+                     else "  unreadable (rebuilt on next use)")
+        typer.echo(line)
+
+
+@cache.command("clear", help="Delete the cached corpora (they are parsed again when next used).")
+def cache_clear():
+    from sidl.training.corpus import cache_files, corpus_cache_dir
+    files = cache_files()
+    freed = 0
+    for f in files:
+        size = f.stat().st_size
+        f.unlink(missing_ok=True)
+        freed += size
+    typer.echo(f"{corpus_cache_dir()}: removed {len(files)} files, {freed / 1e6:.1f} MB")
 
 
 def _kb(folder: Path) -> str:

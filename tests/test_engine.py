@@ -8,7 +8,8 @@ import pytest
 
 from sidl.realtime.live.clock import PPQN, InternalClock, Timeline
 from sidl.realtime.controls import Controls
-from sidl.realtime.live.engine import PANIC, RETIME, BankEntry, BarBuffer, BarJob, Engine, run_live, status_line
+from sidl.realtime.live.bars import BarBuffer, BarJob
+from sidl.realtime.live.engine import PANIC, RETIME, BankEntry, build_engine, run_live, status_line
 from sidl.realtime.codec.notes import NoteArray
 from sidl.realtime.live.scheduler import RecordingOutput, Scheduler
 
@@ -16,10 +17,11 @@ BAR_S_120 = 2.0
 
 
 def internal_engine(model, controls=Controls(), **kw):
-    return Engine(model, controls, channel=9, clock=InternalClock(120, start_s=1.0), **kw)
+    """The conductor's engine and the worker's renderer, on an internal clock."""
+    return build_engine(model, controls, channel=9, clock=InternalClock(120, start_s=1.0), **kw)
 
 
-def run_bars(engine, t_end, step=0.005, played=()):
+def run_bars(engine, renderer, t_end, step=0.005, played=()):
     """Drive conductor + worker synchronously; ``played`` = [(t, raw bytes)] fed at their times."""
     played = sorted(played)
     batches, i = [], 0
@@ -28,7 +30,7 @@ def run_bars(engine, t_end, step=0.005, played=()):
             engine.feed(*played[i])
             i += 1
         for job in engine.due(now):
-            batches.append((now, job, engine.render(job)))
+            batches.append((now, job, renderer.render(job)))
     return batches
 
 
@@ -51,8 +53,8 @@ def test_bar_buffer_windows_and_held_notes():
 
 
 def test_internal_clock_bars_are_prepared_before_they_start_and_timed_exactly(drums):
-    e = internal_engine(drums, Controls(quantize=True))
-    batches = run_bars(e, 1.0 + 200 * BAR_S_120 - 0.1, step=0.01)   # 200 bars, no sleeping
+    e, r = internal_engine(drums, Controls(quantize=True))
+    batches = run_bars(e, r, 1.0 + 200 * BAR_S_120 - 0.1, step=0.01)   # 200 bars, no sleeping
     assert [job.bar for _, job, _ in batches] == list(range(200))
     for made_at, job, batch in batches:
         bar_t0 = 1.0 + job.bar * BAR_S_120
@@ -64,14 +66,14 @@ def test_internal_clock_bars_are_prepared_before_they_start_and_timed_exactly(dr
 
 
 def test_echo_plays_the_played_bar_on_the_next_bar(drums, gmd_bars):
-    e = internal_engine(drums, Controls(mode="echo", quantize=True))
+    e, r = internal_engine(drums, Controls(mode="echo", quantize=True))
     step_s = BAR_S_120 / 16
     played = []
     for b, bar in enumerate(gmd_bars[:4]):
         for s, p, v in zip(bar.start, bar.pitch, bar.velocity):
             t = 1.0 + b * BAR_S_120 + s * step_s
             played += [(t, [0x99, int(p), int(v)]), (t + 0.05, [0x89, int(p), 0])]
-    batches = run_bars(e, 1.0 + 5 * BAR_S_120, played=played)
+    batches = run_bars(e, r, 1.0 + 5 * BAR_S_120, played=played)
     by_bar = {job.bar: batch for _, job, batch in batches}
     assert note_events(by_bar[0]) == []                          # nothing played before bar 0
     for b in range(4):
@@ -87,7 +89,7 @@ def test_beat_latency_echo_plays_each_played_beat_on_the_next_beat(gmd_bars):
     their steps; a CC back to bar latency re-aligns the jobs on the next bar line."""
     from sidl.realtime.codec.drums import PITCH_TO_CLASS
     from sidl.realtime.preset import load_preset
-    e = internal_engine(load_preset("drums-gmd"), Controls(mode="echo", quantize=True, latency="beat"))
+    e, r = internal_engine(load_preset("drums-gmd"), Controls(mode="echo", quantize=True, latency="beat"))
     step_s = BAR_S_120 / 16
     played, want = [], set()
     for b, bar in enumerate(gmd_bars[:2]):
@@ -95,7 +97,7 @@ def test_beat_latency_echo_plays_each_played_beat_on_the_next_beat(gmd_bars):
             t = 1.0 + b * BAR_S_120 + s * step_s
             played += [(t, [0x99, int(p), int(v)]), (t + 0.05, [0x89, int(p), 0])]
             want.add((16 * b + int(np.floor(s + 0.5)) + 4, int(PITCH_TO_CLASS[p])))   # one beat later
-    batches = run_bars(e, 1.0 + 2 * BAR_S_120 + 0.4, played=played)
+    batches = run_bars(e, r, 1.0 + 2 * BAR_S_120 + 0.4, played=played)
     assert [(j.bar, j.position) for _, j, _ in batches] == [(b, p) for b in range(3) for p in range(4)][:9]
     got = {(round((t - 1.0) / step_s), int(PITCH_TO_CLASS[m.note])) for _, _, batch in batches
            for t, m in note_events(batch)}
@@ -106,11 +108,11 @@ def test_beat_latency_echo_plays_each_played_beat_on_the_next_beat(gmd_bars):
 
 
 def test_send_clock_adds_start_and_24_ticks_per_quarter(drums):
-    e = internal_engine(drums, send_clock=True)
+    e, r = internal_engine(drums, send_clock=True)
     made = []
     for now in np.arange(0.0, 1.0 + 2 * BAR_S_120, 0.005):
         for job in e.due(now):
-            assert "clock" not in [m.type for m in e.render(job).messages]   # notes only: the
+            assert "clock" not in [m.type for m in r.render(job).messages]   # notes only: the
         if (ticks := e.take_clock()) is not None:                          # conductor makes the clock
             made.append((now, ticks))
     made_at, first = made[0]
@@ -127,7 +129,7 @@ def ticks_for(bpm, t0, n):
 
 
 def test_follower_bars_start_at_the_daws_start_and_follow_a_tempo_change(drums):
-    e = Engine(drums, Controls(quantize=True), channel=9, clock=None)
+    e, r = build_engine(drums, Controls(quantize=True), channel=9, clock=None)
     assert e.due(0.5) == []                                    # stopped: nothing to do
     a = ticks_for(120, 1.0, 8 * PPQN)                          # two bars at 120
     b = ticks_for(90, a[-1] + 0.5 / PPQN, 8 * PPQN + 10)       # then 90 BPM
@@ -137,7 +139,7 @@ def test_follower_bars_start_at_the_daws_start_and_follow_a_tempo_change(drums):
     for t, data in events:
         acts.append(e.feed(t, data))
         for job in e.due(t + 0.001):
-            jobs.append((job, e.render(job)))
+            jobs.append((job, r.render(job)))
     assert acts[0] is None and set(acts[1:]) == {RETIME}
     assert [j.bar for j, _ in jobs] == [0, 1, 2, 3, 4]
     # Bar 3 (quarters 12..16) was prepared after a bar at 90: its notes sit on the 90 BPM grid.
@@ -150,7 +152,7 @@ def test_follower_bars_start_at_the_daws_start_and_follow_a_tempo_change(drums):
 
 
 def test_follower_stop_and_lost_clock_panic(drums):
-    e = Engine(drums, Controls(), channel=9, clock=None)
+    e, r = build_engine(drums, Controls(), channel=9, clock=None)
     a = ticks_for(120, 1.0, 3 * PPQN)
     e.feed(0.99, [0xFA])
     jobs = []
@@ -168,7 +170,7 @@ def test_follower_stop_and_lost_clock_panic(drums):
 
 
 def test_continue_from_song_position_resumes_at_the_next_bar(drums):
-    e = Engine(drums, Controls(), channel=9, clock=None)
+    e, r = build_engine(drums, Controls(), channel=9, clock=None)
     spp = 8 * 16 + 4                                            # SPP: bar 8, one beat in (16ths)
     e.feed(0.5, [0xF2, spp & 0x7F, spp >> 7])                   # 14 bits, 7 per data byte
     e.feed(0.6, [0xFB])
@@ -181,7 +183,7 @@ def test_continue_from_song_position_resumes_at_the_next_bar(drums):
 
 def test_a_loop_jump_by_song_position_restarts_the_bars_there(drums):
     """The DAW loops bars 1-2: at bar 3 it sends SPP back to bar 1 while its clock runs."""
-    e = Engine(drums, Controls(density=4.0, quantize=True), channel=9, clock=None)
+    e, r = build_engine(drums, Controls(density=4.0, quantize=True), channel=9, clock=None)
     bpm, tick_s = 120, 60 / 120 / PPQN
     t, song, acts, jobs = 1.0, 0, [], []
     e.feed(t - tick_s / 2, [0xFA])
@@ -199,7 +201,7 @@ def test_a_loop_jump_by_song_position_restarts_the_bars_there(drums):
 
 
 def test_start_while_running_panics_and_forgets_what_was_played(drums):
-    e = Engine(drums, Controls(mode="echo"), channel=9, clock=None)
+    e, r = build_engine(drums, Controls(mode="echo"), channel=9, clock=None)
     tick_s = 60 / 120 / PPQN
     e.feed(1.0 - tick_s / 2, [0xFA])
     for i in range(2 * PPQN):
@@ -212,7 +214,7 @@ def test_start_while_running_panics_and_forgets_what_was_played(drums):
 
 def test_a_note_stamped_before_the_window_closed_but_seen_after_is_kept(drums):
     """Input is stamped back by the transport's latency: the window waits for it."""
-    e = Engine(drums, Controls(mode="echo"), channel=9, clock=InternalClock(120, start_s=1.0),
+    e, r = build_engine(drums, Controls(mode="echo"), channel=9, clock=InternalClock(120, start_s=1.0),
                input_latency_s=0.0007)
     close = 1.0 + BAR_S_120 - 0.0625                          # bar 0's window closes half a step early
     e.due(0.99)
@@ -223,7 +225,7 @@ def test_a_note_stamped_before_the_window_closed_but_seen_after_is_kept(drums):
 
 
 def test_controls_by_cc_and_panics(drums):
-    e = internal_engine(drums)
+    e, r = internal_engine(drums)
     assert e.feed(0.0, [0xB9, 21, 127]) is None and e.controls.variation == 1.0
     assert e.feed(0.0, [0xB0, 123, 0]) == PANIC
     assert e.feed(0.0, [0xB0, 23, 127]) == PANIC and e.controls.mode == "echo"
@@ -236,7 +238,7 @@ def test_controls_by_cc_and_panics(drums):
 def test_a_garbage_stream_is_ignored_and_bars_go_on(drums, sync):
     """What a buggy client can put on a JACK port (empty, status-less, short, data bytes >= 128)
     never raises on the conductor, never puts a control out of range, and is counted."""
-    e = Engine(drums, Controls(), channel=9, clock=None if sync else InternalClock(120, start_s=1.0))
+    e, r = build_engine(drums, Controls(), channel=9, clock=None if sync else InternalClock(120, start_s=1.0))
     rng = np.random.default_rng(7)
     now = 0.0
     for _ in range(20000):
@@ -244,32 +246,73 @@ def test_a_garbage_stream_is_ignored_and_bars_go_on(drums, sync):
         e.feed(now, rng.integers(0, 256, int(rng.integers(0, 5))).tolist())
         e.poll(now)
         for job in e.due(now):
-            e.render(job)
+            r.render(job)
     assert e.ignored > 10000
     Controls(**vars(e.controls))                      # still valid: __post_init__ checks ranges
     if not sync:                                      # and the engine still plays bars on time
-        before = e.compute_s[~np.isnan(e.compute_s)].size
-        run_bars(e, now + 3 * BAR_S_120)
-        assert e.compute_s[~np.isnan(e.compute_s)].size > before
+        before = r.compute_s[~np.isnan(r.compute_s)].size
+        run_bars(e, r, now + 3 * BAR_S_120)
+        assert r.compute_s[~np.isnan(r.compute_s)].size > before
 
 
 def test_warm_up_leaves_no_trace(drums, piano):
-    """sidl-live warms the engine before its clock starts; the bars it then plays are the bars a cold
-    engine plays (same seed, same groove), and the timing ring starts empty."""
-    def bars(engine):
-        return [[(m.type, m.note, m.velocity) for m in engine.render(BarJob(b, NoteArray.empty(), engine.controls,
-                                                                            Timeline(0.0, 0.0, 0.5))).messages]
+    """The worker warms its renderer before the clock starts; the bars it then plays are the bars a
+    cold renderer plays (same seed, same groove), and the timing ring starts empty."""
+    def bars(renderer, controls):
+        return [[(m.type, m.note, m.velocity) for m in renderer.render(BarJob(b, NoteArray.empty(), controls,
+                                                                              Timeline(0.0, 0.0, 0.5))).messages]
                 for b in range(6)]
     bank = (BankEntry(drums, None, 9), BankEntry(piano, None, 0))
-    cold = internal_engine(drums, Controls(density=2.0, variation=0.5), bank=bank)
-    warm = internal_engine(drums, Controls(density=2.0, variation=0.5), bank=bank)
-    warm.warm_up()
-    assert np.isnan(warm.compute_s).all()
-    assert bars(warm) == bars(cold)
+    controls = Controls(density=2.0, variation=0.5)
+    _, cold = internal_engine(drums, controls, bank=bank)
+    _, warm = internal_engine(drums, controls, bank=bank)
+    warm.warm_up(controls)
+    assert np.isnan(warm.compute_s).all() and warm.publish().rendered == 0
+    assert bars(warm, controls) == bars(cold, controls)
+
+
+def test_the_conductor_and_the_worker_share_no_mutable_object(drums, piano):
+    """Everything reachable from the conductor's Engine and from the worker's Renderer, apart from
+    immutable values (numbers, strings, frozen dataclasses of them), is owned by one side only: the
+    models and composers live with the renderer, the engine keeps plain facts about them."""
+    import dataclasses
+
+    def reachable(root):
+        seen, stack, found = set(), [root], {}
+        while stack:
+            o = stack.pop()
+            if id(o) in seen or isinstance(o, (int, float, str, bytes, bool, type(None), type)):
+                continue
+            seen.add(id(o))
+            frozen = dataclasses.is_dataclass(o) and o.__dataclass_params__.frozen
+            if not isinstance(o, (tuple, frozenset)) and not frozen:
+                found[id(o)] = o
+            if isinstance(o, dict):
+                stack += list(o.keys()) + list(o.values())
+            elif isinstance(o, (list, tuple, set, frozenset)):
+                stack += list(o)
+            elif isinstance(o, np.ndarray):
+                if o.dtype == object:
+                    stack += list(o.ravel())
+            elif hasattr(o, "__dict__") or dataclasses.is_dataclass(o):
+                stack += list(vars(o).values()) if hasattr(o, "__dict__") else \
+                    [getattr(o, f.name) for f in dataclasses.fields(o)]
+        return found
+
+    bank = (BankEntry(drums, None, 9), BankEntry(piano, "echo", 0))
+    e, r = internal_engine(drums, Controls(mode="generate"), bank=bank)
+    for job in e.due(1.0):
+        r.render(job)
+    e.feed(1.5, [0xC0, 1])
+    for job in e.due(1.0 + BAR_S_120):
+        r.render(job)
+    shared = reachable(e).keys() & reachable(r).keys()
+    assert not shared, [type(reachable(e)[i]).__name__ for i in shared]
+    assert r.composer.model is piano and not any(m is piano for m in reachable(e).values())
 
 
 def test_in_channel_listens_to_one_channel_but_always_to_the_clock(drums, piano):
-    e = Engine(drums, Controls(mode="echo"), channel=9, clock=None, in_channel=9,
+    e, r = build_engine(drums, Controls(mode="echo"), channel=9, clock=None, in_channel=9,
                bank=(BankEntry(drums, None, 9), BankEntry(piano, None, 0)))
     e.feed(0.0, [0xFA])
     e.feed(0.01, [0xF8])
@@ -282,13 +325,29 @@ def test_in_channel_listens_to_one_channel_but_always_to_the_clock(drums, piano)
     assert e.feed(0.04, [0xB9, 123, 0]) == PANIC
 
 
+def test_a_drum_preset_hears_the_drums_of_an_arrangement_not_its_bass(drums, piano):
+    """Without --in-channel a drum preset takes notes from channel 10 only (controls from any); after
+    a Program Change to a piano preset, notes count on every channel again."""
+    e, r = build_engine(drums, Controls(mode="echo"), channel=9, clock=None,
+                        bank=(BankEntry(drums, None, 9), BankEntry(piano, None, 0)))
+    e.feed(0.0, [0xFA])
+    e.feed(0.01, [0xF8])
+    e.feed(0.02, [0x90, 36, 100])                              # a bass note on channel 1
+    e.feed(0.02, [0x99, 36, 100])                              # a kick on channel 10
+    assert e.buffer.pitch == [36] and len(e.buffer.start) == 1
+    assert e.feed(0.03, [0xB0, 23, 0]) == PANIC                # a CC on channel 1 still counts
+    e.feed(0.04, [0xC0, 1])                                    # the piano preset
+    e.feed(0.05, [0x90, 60, 100])
+    assert e.buffer.pitch[-1] == 60
+
+
 @pytest.mark.parametrize("latency, cc", [("bar", 127), ("beat", 0)])
 def test_send_clock_neither_repeats_nor_skips_a_tick_when_the_job_length_changes(drums, latency, cc):
     """CC 27 switches simplify between bar and beat jobs mid-bar; the DAW still gets 24 ticks a beat."""
     now = [0.0]
     out = RecordingOutput(clock=lambda: now[0])
     sched = Scheduler(out, clock=lambda: now[0])
-    e = Engine(drums, Controls(mode="simplify", latency=latency), channel=9, clock=InternalClock(120),
+    e, r = build_engine(drums, Controls(mode="simplify", latency=latency), channel=9, clock=InternalClock(120),
                send_clock=True)
     for i in range(-100, 12000):
         now[0] = t = i / 1000
@@ -304,7 +363,7 @@ def test_send_clock_neither_repeats_nor_skips_a_tick_when_the_job_length_changes
 
 
 def test_a_second_start_before_the_first_tick_voids_the_bar_made_for_the_first(drums):
-    e = Engine(drums, Controls(mode="generate"), channel=9, clock=None)
+    e, r = build_engine(drums, Controls(mode="generate"), channel=9, clock=None)
     e.feed(0.0, [0xFA])
     (first,) = e.due(0.001)
     assert e.feed(0.005, [0xFA]) == PANIC                      # restarted before any tick
@@ -314,29 +373,33 @@ def test_a_second_start_before_the_first_tick_voids_the_bar_made_for_the_first(d
 
 
 def test_a_late_bar_is_dropped_but_the_clock_kept(drums):
-    e = internal_engine(drums)
+    e, r = internal_engine(drums)
     assert [j.bar for j in e.due(0.99)] == [0]
     assert e.due(1.0 + 3 * BAR_S_120 + 0.1) == []             # bars 1..3: too late, dropped
     assert e.dropped == 3
     assert [j.bar for j in e.due(1.0 + 4 * BAR_S_120)] == [4]  # the clock went on
 
 
-def test_compute_per_bar_is_small(drums):
-    e = internal_engine(drums, Controls(density=2.0))
-    run_bars(e, 1.0 + 300 * BAR_S_120, step=0.05)
-    assert e.compute_p99_ms() < 5.0                            # loose here; the benchmark reports it
+def test_the_worker_times_every_bar_it_renders(drums):
+    """The status line's compute figure covers every rendered bar (how fast: the live benchmark)."""
+    e, r = internal_engine(drums, Controls(density=2.0))
+    run_bars(e, r, 1.0 + 300 * BAR_S_120, step=0.05)
+    stats = r.publish()
+    times = r.compute_s[~np.isnan(r.compute_s)]
+    assert stats.rendered == len(times) >= 300 and (times > 0).all()
+    assert stats.compute_p99_ms == pytest.approx(np.percentile(times, 99) * 1e3)
 
 
 def test_run_live_sends_on_time_and_silences_on_stop(drums):
     out = RecordingOutput()
     sched = Scheduler(out).start()
     start = time.perf_counter() + 0.05
-    e = Engine(drums, Controls(density=4.0, quantize=True), channel=9,
+    e, r = build_engine(drums, Controls(density=4.0, quantize=True), channel=9,
                clock=InternalClock(400, start_s=start), send_clock=True)   # 0.6 s bars
     stop = threading.Event()
     status = io.StringIO()
     threading.Timer(0.8, stop.set).start()
-    assert run_live(e, list, sched, stop, status=status, status_every_s=0.1) is None
+    assert run_live(e, r, list, sched, stop, status=status, status_every_s=0.1) is None
     sched.close()
     sent = [(t, m) for t, m in out.sent]
     ons = [(t, m) for t, m in sent if m.type == "note_on"]
@@ -363,20 +426,20 @@ def test_run_live_reports_a_vanished_port(drums):
             return False
 
     sched = Scheduler(RecordingOutput()).start()
-    e = internal_engine(drums)
-    reason = run_live(e, list, sched, threading.Event(), watch=[Port()])
+    e, r = internal_engine(drums)
+    reason = run_live(e, r, list, sched, threading.Event(), watch=[Port()])
     sched.close()
     assert reason == "MIDI port 'IAC Bus 1' disappeared"
 
 
 def test_status_line_says_where_we_are(drums):
-    e = internal_engine(drums)
-    line = status_line(e, Scheduler(RecordingOutput()), 1.0 + 2.6)
+    e, r = internal_engine(drums)
+    line = status_line(e, r.stats, Scheduler(RecordingOutput()), 1.0 + 2.6)
     assert "120.0 bpm" in line and "bar    2:2" in line
 
 
 def test_first_bar_is_prepared_at_start_before_the_first_tick(drums):
-    e = Engine(drums, Controls(quantize=True), channel=9, clock=None)
+    e, r = build_engine(drums, Controls(quantize=True), channel=9, clock=None)
     ticks = ticks_for(120, 0.0, PPQN + 1)                      # the DAW's clock runs while stopped
     for t in ticks[:PPQN]:
         e.feed(t, [0xF8])
@@ -385,7 +448,7 @@ def test_first_bar_is_prepared_at_start_before_the_first_tick(drums):
     e.feed(t_start, [0xFA])
     jobs = e.due(t_start + 0.001)
     assert [j.bar for j in jobs] == [0]
-    batch = e.render(jobs[0])
+    batch = r.render(jobs[0])
     assert batch.times.min() >= t_start                        # expected one tick after Start
     assert e.feed(ticks[PPQN], [0xF8]) == RETIME               # the first tick: retime the batch
     assert e.timeline.time_of(0.0) == pytest.approx(ticks[PPQN], abs=0.001)
@@ -395,7 +458,7 @@ def test_run_live_mode_change_by_cc_silences_at_once(drums):
     out = RecordingOutput()
     sched = Scheduler(out).start()
     start = time.perf_counter() + 0.02
-    e = Engine(drums, Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start))
+    e, r = build_engine(drums, Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start))
     t_cc = start + 0.35                                        # mid-bar
     fed = []
 
@@ -407,7 +470,7 @@ def test_run_live_mode_change_by_cc_silences_at_once(drums):
 
     stop = threading.Event()
     threading.Timer(0.9, stop.set).start()
-    run_live(e, poll, sched, stop)
+    run_live(e, r, poll, sched, stop)
     sched.close()
     assert e.controls.mode == "echo"
     before = [(t, m) for t, m in out.sent if t <= fed[0] + 0.005]
@@ -422,29 +485,29 @@ def test_run_live_mode_change_by_cc_silences_at_once(drums):
 
 
 def test_preset_change_swaps_the_model_on_the_worker_at_the_next_bar(drums, piano):
-    e = internal_engine(drums)
+    e, r = internal_engine(drums, bank=(BankEntry(piano, None, 0),))
     first = e.due(0.99)
-    assert e.render(first[0]) is not None and e.composer.model is drums
-    assert e.change(model=piano) == PANIC
-    assert e.composer.model is drums                           # not yet: the worker swaps it
+    assert r.render(first[0]) is not None and r.composer.model is drums
+    assert e.change(preset=1) == PANIC
+    assert r.composer.model is drums                           # not yet: the worker swaps it
     job = e.due(1.0 + BAR_S_120)[0]
     assert job.reset
-    e.render(job)
-    assert e.composer.model is piano
+    r.render(job)
+    assert r.composer.model is piano
 
 
 def test_program_change_switches_preset_mode_and_channel_at_the_next_bar(drums, piano):
     bank = (BankEntry(drums, None, 9), BankEntry(piano, None, 0))
-    e = internal_engine(drums, bank=bank)
-    batches = run_bars(e, 1.0 + BAR_S_120 - 0.1)
+    e, r = internal_engine(drums, bank=bank)
+    batches = run_bars(e, r, 1.0 + BAR_S_120 - 0.1)
     assert {m.channel for _, m in note_events(batches[-1][2])} == {9}
     assert e.feed(2.5, [0xC0, 5]) is None                      # no such program: ignored
     assert e.feed(2.5, [0xC0, 1]) == PANIC                     # program 2: the piano preset
     assert e.controls.mode == "simplify"                       # the piano preset's own default
     played = [(3.0 + i * 0.25, [0x90, 60 + i, 100]) for i in range(8)]
     played += [(3.1 + i * 0.25, [0x80, 60 + i, 0]) for i in range(8)]
-    batches = run_bars(e, 1.0 + 3 * BAR_S_120 - 0.1, played=played)
-    assert e.composer.model is piano
+    batches = run_bars(e, r, 1.0 + 3 * BAR_S_120 - 0.1, played=played)
+    assert r.composer.model is piano
     notes = [m for _, job, b in batches if job.bar == 2 for _, m in note_events(b)]
     assert notes and {m.channel for m in notes} == {0}          # the played bar, simplified, on channel 1
     assert e.feed(7.5, [0xC0, 0]) == PANIC and e.controls.mode == "generate"
@@ -462,36 +525,37 @@ def test_run_live_drops_a_bar_that_fails_and_keeps_going(drums):
             return self.inner.encode_bar(x, k)
 
         def decode_bar(self, idx, val):
-            self.calls += 1
-            if self.calls == 2:
+            # The worker warms up on throwaway bars first: fail once, composing bar 1 (made ~0.58 s in).
+            if time.perf_counter() > start + 0.3 and not self.calls:
+                self.calls += 1
                 raise RuntimeError("onnx says no")
             return self.inner.decode_bar(idx, val)
 
     out = RecordingOutput()
     sched = Scheduler(out).start()
     start = time.perf_counter() + 0.02
-    e = Engine(Flaky(drums), Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start),
+    e, r = build_engine(Flaky(drums), Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start),
                send_clock=True)
     stop = threading.Event()
     threading.Timer(start + 1.9 - time.perf_counter(), stop.set).start()    # three bars of 0.6 s
     log = io.StringIO()
-    run_live(e, list, sched, stop, log=log)
+    run_live(e, r, list, sched, stop, log=log)
     sched.close()
     bar_of = [int((t - start + 0.001) // 0.6) for t, m in out.sent if m.type == "note_on"]
-    assert e.failed == 1 and "bar 1: RuntimeError: onnx says no" == e.last_error
+    assert r.stats.failed == 1 and "bar 1: RuntimeError: onnx says no" == r.stats.last_error
     assert log.getvalue() == "sidl-live: a bar was dropped (bar 1: RuntimeError: onnx says no)\n"
     assert 0 in bar_of and 1 not in bar_of and 2 in bar_of
     # The clock a DAW follows is kept: every tick of every bar, the failed one too.
     ticks = [int((t - start + 0.001) // 0.6) for t, m in out.sent if m.type == "clock"]
     assert [ticks.count(b) for b in range(3)] == [4 * PPQN] * 3
-    assert "failed 1" in status_line(e, sched, time.perf_counter())
+    assert "failed 1" in status_line(e, r.stats, sched, time.perf_counter())
 
 
 def test_panic_silences_notes_but_keeps_the_clock_a_daw_follows(drums):
     out = RecordingOutput()
     sched = Scheduler(out).start()
     start = time.perf_counter() + 0.05
-    e = Engine(drums, Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start),
+    e, r = build_engine(drums, Controls(density=4.0), channel=9, clock=InternalClock(400, start_s=start),
                send_clock=True)
     stop = threading.Event()
     threading.Timer(start + 1.9 - time.perf_counter(), stop.set).start()    # three bars of 0.6 s
@@ -504,7 +568,7 @@ def test_panic_silences_notes_but_keeps_the_clock_a_daw_follows(drums):
             return [(panic_at, [0xB0, 123, 0])]
         return []
 
-    run_live(e, poll, sched, stop)
+    run_live(e, r, poll, sched, stop)
     sched.close()
     ticks = [int((t - start + 0.001) // 0.6) for t, m in out.sent if m.type == "clock"]
     assert sent_panic and [ticks.count(b) for b in range(3)] == [4 * PPQN] * 3
@@ -530,7 +594,7 @@ def test_bar_buffer_sustain_pedal_holds_released_notes():
 
 
 def test_engine_feeds_the_pedal_to_the_buffer(piano):
-    e = Engine(piano, Controls(mode="simplify"), channel=0, clock=InternalClock(120, start_s=0.0))
+    e, r = build_engine(piano, Controls(mode="simplify"), channel=0, clock=InternalClock(120, start_s=0.0))
     e.feed(0.0, [0x90, 60, 90])
     assert e.feed(0.1, [0xB0, 64, 127]) is None
     e.feed(0.5, [0x80, 60, 0])

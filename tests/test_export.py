@@ -135,7 +135,7 @@ def test_preset_round_trip(exported, gmd_bars):
 
     p = load_preset(folder)
     A = model.cfg.n_atoms
-    assert p.codec == codec and p.k == p.k_live == model.cfg.k_max and p.stride == 4
+    assert p.codec == codec and p.k == model.cfg.k_max and p.stride == 4
     assert p.usage.shape == (A, 4) and p.transitions.shape == (A, A) and p.atom_scale.shape == (A,)
     assert p.usage.sum() > 0 and np.all(p.transitions.sum(1) <= 1.01)
     assert (p.transitions.sum(1) > 0.5).sum() > 10           # the corpus has successions
@@ -388,9 +388,13 @@ def test_cli_presets_commands(tmp_path):
     assert "installed" in sidl("presets", "install", str(archive))
     assert "test-piano" in sidl("presets", "list")
     shown = sidl("presets", "show", "test-piano")
-    assert "MIT" in shown and "status      ok" in shown and "kB" in shown and '"f1": 0.5' in shown
+    assert "MIT" in shown and "integrity  ok" in shown and "kB" in shown and "load time" in shown
+    assert len(shown.splitlines()) < 30                              # a summary; the rest is behind --json
+    manifest = json.loads(sidl("presets", "show", "test-piano", "--json"))
+    assert manifest["verified"] and manifest["metrics"] == {"test": {"f1": 0.5}} and "files" in manifest
     out = sidl("presets", "export-atoms", "test-piano", str(tmp_path / "atoms"))
-    assert "96 clips" in out
+    assert "96 clips" in out and "atoms-all-1.png" in out
+    assert (tmp_path / "atoms" / "atoms-all-1.png").stat().st_size > 1000
     assert (tmp_path / "atoms" / "atoms.mid").stat().st_size > 100
     assert len(list((tmp_path / "atoms" / "clips").glob("*.mid"))) == 96
 

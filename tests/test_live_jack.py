@@ -24,7 +24,7 @@ from sidl.realtime.live.clock import PPQN, InternalClock
 from sidl.realtime.controls import Controls
 from sidl.realtime.codec.drums import CLASS_NOTES, PITCH_TO_CLASS
 from sidl.realtime.live.bench import Recorder
-from sidl.realtime.live.engine import Engine, run_live
+from sidl.realtime.live.engine import build_engine, run_live
 from sidl.realtime.live.ports import open_input, open_output
 from sidl.realtime.live.scheduler import Batch, Scheduler
 
@@ -59,9 +59,9 @@ def engine_on_jack(model, controls, clock=None, **kw):
     """The engine with its virtual ports and threads, as `sidl-live` runs it, plus a test client."""
     inp, out = open_input(None, "sidl-in"), open_output(None, "sidl-out")
     sched = Scheduler(out, latency_s=out.latency_s).start()
-    eng = Engine(model, controls, channel=9, clock=clock, input_latency_s=inp.latency_s, **kw)
+    eng, renderer = build_engine(model, controls, channel=9, clock=clock, input_latency_s=inp.latency_s, **kw)
     stop = threading.Event()
-    th = threading.Thread(target=run_live, args=(eng, inp.poll, sched, stop), daemon=True)
+    th = threading.Thread(target=run_live, args=(eng, renderer, inp.poll, sched, stop), daemon=True)
     th.start()
     client = Client()
     time.sleep(0.05)                                  # let JACK finish the connections
@@ -69,7 +69,7 @@ def engine_on_jack(model, controls, clock=None, **kw):
         yield eng, client
     finally:
         stop.set()
-        th.join(timeout=2)
+        th.join()                  # never close ports under the conductor (see bench.onset_error)
         sched.close()
         client.close()
         inp.close()
@@ -152,7 +152,7 @@ def test_tempo_change_is_followed_within_a_beat_and_lost_clock_silences(jack_ser
         t_last_tick = t2[-1]
         time.sleep(t_last_tick - time.perf_counter() + 2 * 60 / slow + 0.3)
         rec = client.recorded()
-        assert eng.follower.bpm == pytest.approx(slow, rel=0.01)
+        assert eng.clock.bpm == pytest.approx(slow, rel=0.01)
         assert eng.timeline is None                    # clock lost: stopped
     ons, balanced = notes_of(rec)
     assert balanced                                    # lost clock -> silence

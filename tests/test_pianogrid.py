@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from sidl.realtime.codec import pianogrid as pg
+from sidl.realtime.codec.spec import Codec
 from sidl.realtime.codec.convert import decode_notes, encode_notes
 from sidl.realtime.codec.spec import PIANO_GRID
 from sidl.realtime.codec.midifile import load_midi, read_score
@@ -83,7 +84,7 @@ def test_bad_shape_is_rejected():
 
 
 def test_dispatch_through_codecs_with_other_steps_per_beat():
-    codec = pg.piano_grid_codec_for((3, 4), steps_per_beat=3)
+    codec = Codec("piano-grid", pg.N_KEYS, 3, 3, 4)
     beats = NoteArray.from_lists([0, 1 / 3, 2], [1, 2, 2 + 2 / 3], [60, 64, 67], [90, 80, 70])
     back = decode_notes(codec, encode_notes(codec, beats, codec.steps_per_bar))
     assert np.allclose(back.start, beats.start) and np.allclose(back.end, beats.end)

@@ -62,9 +62,12 @@ def test_windows_virtual_ports_point_to_loopmidi(monkeypatch):
 
 
 @pytest.mark.jack
-def test_backend_names_resolve_on_a_running_jack(jack_server):
-    assert resolve_backend("jack") == resolve_backend("UNIX_JACK") == resolve_backend(jack_server) == "UNIX_JACK"
+def test_backend_names_resolve_on_a_running_jack(jack_server, monkeypatch):
+    assert resolve_backend("jack") == ports.JACK_API        # frame-accurate ports (JACK-Client)
+    assert resolve_backend("rtmidi-jack") == resolve_backend("UNIX_JACK") == resolve_backend(jack_server) == "UNIX_JACK"
     assert resolve_backend(None) == "UNIX_JACK"             # MIDO_BACKEND is set by the fixture
+    monkeypatch.delenv("MIDO_BACKEND")
+    assert resolve_backend(None) == ports.JACK_API          # automatic: JACK runs, JACK-Client imports
 
 
 @pytest.mark.jack

@@ -5,7 +5,8 @@ import pytest
 from sidl.realtime.live.clock import InternalClock
 from sidl.realtime.controls import Controls
 from sidl.realtime.edit import stitch_bar, vary_atoms
-from sidl.realtime.live.engine import BarJob, Engine
+from sidl.realtime.live.bars import BarJob
+from sidl.realtime.live.engine import build_engine
 from sidl.realtime.codec.notes import NoteArray
 from sidl.realtime.preset import Preset, load_preset
 
@@ -35,10 +36,10 @@ def test_generated_beats_of_one_atom_never_run_the_graph(preset, monkeypatch):
     real = Preset.run_decoder
     monkeypatch.setattr(Preset, "run_decoder", lambda self, i, v: runs.append(len(i)) or real(self, i, v))
     clock = InternalClock(120.0)
-    e = Engine(preset, Controls(mode="generate", variation=0.5), channel=9, clock=clock)
+    e, r = build_engine(preset, Controls(mode="generate", variation=0.5), channel=9, clock=clock)
     notes = 0
     for bar in range(300):
-        notes += len(e.render(BarJob(bar, NoteArray.empty(), e.controls, clock.timeline))) // 2
+        notes += len(r.render(BarJob(bar, NoteArray.empty(), e.controls, clock.timeline))) // 2
     assert runs == [] and notes > 300
 
 

@@ -132,7 +132,11 @@ def test_presets_show_exits_1_on_a_broken_preset(tmp_path):
     r = run_cli("-m", "sidl.realtime.cli", "presets", "show", str(folder))
     assert r.returncode == 1 and "BROKEN" in r.stdout
     ok = run_cli("-m", "sidl.realtime.cli", "presets", "show", "drums-gmd")
-    assert ok.returncode == 0 and "status      ok" in ok.stdout
+    assert ok.returncode == 0 and "integrity  ok" in ok.stdout
+    assert "hit F1" in ok.stdout and "load time" in ok.stdout
+    f1 = json.loads(run_cli("-m", "sidl.realtime.cli", "presets", "show", "drums-gmd", "--json").stdout)[
+        "metrics"]["pursuit"]["1"]["all"]["f1"]
+    assert f"    1   {f1:.3f}" in ok.stdout                    # the F1 table, read from the manifest
 
 
 @pytest.mark.parametrize("args, says", [

@@ -80,3 +80,13 @@ def test_pursuit_uses_exactly_k_atoms_and_more_atoms_fit_better():
         y = torch.einsum("kp,kpcl->cpl", val[0], atoms[idx[0]]).reshape(27, 16)
         errs.append(int(((y[:9] > 0.5) != (x[0, :9] > 0.5)).sum()))
     assert errs[0] >= errs[1] >= errs[2]
+
+
+@pytest.mark.slow
+def test_minutes_is_the_training_time(tmp_path):
+    """--minutes budgets the training loop itself: a short budget trains for that long (it used to
+    reserve a minute for evaluation first, and a one-minute run trained one step)."""
+    m = train(TrainArgs(out=str(tmp_path), minutes=0.1, **TINY))
+    t = m["training"]
+    assert 6.0 <= t["seconds_training"] < 20 and t["steps"] > 20, t
+    assert t["seconds_total"] >= t["seconds_training"]

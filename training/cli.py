@@ -25,7 +25,8 @@ def train(
     nonneg: bool = typer.Option(False, help="non-negative codes"),
     lifetime: float = typer.Option(0.0, help="lifetime sparsity: each atom keeps its top fraction of "
                                              "activations per batch in training (0: off)"),
-    minutes: float = typer.Option(5.0, help="wall-clock budget for the whole run"),
+    minutes: float = typer.Option(5.0, help="minutes of training (loading, feel refit and evaluation "
+                                            "take extra: about a minute for GMD)"),
     epochs: int = typer.Option(0, help="stop after N epochs instead of the time budget"),
     batch: int = typer.Option(64),
     lr: float = typer.Option(3e-3),
@@ -34,6 +35,11 @@ def train(
     max_sections: int = typer.Option(0, help="use only N training sections (smoke runs)"),
     eval_pieces: int = typer.Option(0, help="evaluate on only N test pieces"),
     resume: bool = typer.Option(False, help="continue the run in --out from its checkpoint"),
+    init: str = typer.Option("auto", help="atoms start as 'counted' (the most frequent one-beat hit "
+                                          "patterns, drums) or random 'windows'; auto: counted for drums"),
+    transpose: bool = typer.Option(False, help="piano-grid: shapes placed at any pitch and step "
+                                               "(counted on the training split, see README)"),
+    span: int = typer.Option(37, help="--transpose: semitones a shape may cover"),
 ):
     """Learn a shift-invariant dictionary from MIDI; writes OUT/{run.json, model.npz, metrics.json}."""
     try:
@@ -57,13 +63,24 @@ def train(
                      tcn=tcn_widths, k_max=k_max, k_start=k_start or k_max, k_end=k_end or k_max,
                      k_random=k_random, k1_share=k1_share, nonneg=nonneg, lifetime=lifetime, minutes=minutes, epochs=epochs, batch=batch, lr=lr,
                      seed=seed, threads=threads, max_sections=max_sections, eval_pieces=eval_pieces,
-                     resume=resume)
+                     resume=resume, init=init, transpose=transpose, span=span)
         metrics = run(args)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"sidl: {e}", file=sys.stderr)
         raise typer.Exit(2)
+    if metrics and metrics.get("kind") == "piano-shapes":
+        from sidl.training.piano_eval import rows_table
+        print(rows_table(metrics))
+        return
     if metrics:
+        t = metrics["training"]
+        print(f"trained {t['steps']} steps ({t['epochs']} epochs) in {t['seconds_training']:.0f} s; "
+              f"{t['seconds_total']:.0f} s in all")
+        if t.get("warning"):      # said before and after the table: never read as a result
+            print(f"sidl: WARNING: {t['warning']}", file=sys.stderr)
         print(summary_table(metrics))
+        if t.get("warning"):
+            print(f"sidl: WARNING: {t['warning']}", file=sys.stderr)
         print(f"run written to {out}")
 
 

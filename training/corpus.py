@@ -3,6 +3,12 @@
 A ``Piece`` is one file as a (steps, channels) float32 array that starts on a bar line, with its
 labels. Parsing is cached in one ``.npz`` per (corpus, codec, file list) so a second run does not
 re-parse. Unreadable files are reported and skipped: one bad file never stops a run.
+
+The cache is sparse: a beat-grid roll is > 97% zeros (the whole of POP909 on the piano grid was
+1.16 GB dense), so a cache file keeps only where the nonzero values are (gaps between their flat
+positions) and which value each one is (an index into the few distinct values a codec writes),
+compressed; loading rebuilds the dense arrays. It lives in $SIDL_CACHE (default ~/.cache/sidl);
+``sidl cache info`` shows it and ``sidl cache clear`` empties it.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from sidl.realtime.codec.spec import Codec
 from sidl.realtime.codec.midifile import MidiFileError, load_midi, read_score
 from sidl.realtime.codec.files import NPZ_ERRORS, atomic_write
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3                 # 3: sparse cache files (see _pack)
 MIDI_SUFFIXES = (".mid", ".midi", ".MID", ".MIDI")
 
 
@@ -34,7 +40,12 @@ def data_root() -> Path:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("SIDL_CACHE", Path.home() / ".cache" / "sidl"))
+    """Where parsed corpora are cached: $SIDL_CACHE, else ~/.cache/sidl."""
+    return Path(os.environ.get("SIDL_CACHE") or Path.home() / ".cache" / "sidl")
+
+
+def corpus_cache_dir() -> Path:
+    return cache_root() / "corpora"
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ def load_pieces(name: str, root: Path, codec: Codec, files: list[tuple[str, dict
     so a loader should also put what they derive from into the labels.
     """
     root = Path(root)
-    path = cache_root() / "corpora" / f"{name}-{codec.name}-{_cache_key(name, root, codec, files)}.npz"
+    path = corpus_cache_dir() / f"{name}-{codec.name}-{_cache_key(name, root, codec, files)}.npz"
     if cache and path.exists():
         cached = _read_cache(path)
         if cached is not None:
@@ -125,9 +136,45 @@ def load_pieces(name: str, root: Path, codec: Codec, files: list[tuple[str, dict
         offsets = np.cumsum([0] + [len(p.x) for p in pieces])
         meta = json.dumps([{"name": p.name, "codec": p.codec.to_dict(), "labels": p.labels}
                            for p in pieces])
-        atomic_write(path, lambda tmp: np.savez(tmp, x=np.concatenate([p.x for p in pieces]),
-                                                offsets=offsets, meta=np.array(meta)))
+        packed = _pack(np.concatenate([p.x for p in pieces]))
+        atomic_write(path, lambda tmp: np.savez_compressed(tmp, offsets=offsets, meta=np.array(meta), **packed))
     return pieces
+
+
+def _pack(x: np.ndarray) -> dict[str, np.ndarray]:
+    """A dense array as its nonzeros: gaps between their flat positions and a palette index each.
+
+    Exact: the palette holds every distinct nonzero value (a few hundred at most for the grid
+    codecs: velocities and offsets are quantised), so nothing is rounded.
+    """
+    flat = np.flatnonzero(x)
+    palette, which = np.unique(x.reshape(-1)[flat], return_inverse=True)
+    gaps = np.diff(flat, prepend=0)
+    return {"shape": np.array(x.shape, np.int64), "dtype": np.array(x.dtype.str), "palette": palette,
+            "gaps": gaps.astype(np.uint32 if not len(gaps) or gaps.max() < 2**32 else np.int64),
+            "which": which.astype(np.uint8 if len(palette) <= 256 else np.uint32)}
+
+
+def _unpack(z) -> np.ndarray:
+    """The dense array ``_pack`` stored (ValueError/IndexError if the parts do not fit together)."""
+    x = np.zeros(tuple(int(n) for n in z["shape"]), np.dtype(str(z["dtype"])))
+    gaps, which = z["gaps"], z["which"]
+    if len(gaps) != len(which):
+        raise ValueError("corpus cache: positions and values differ in length")
+    x.reshape(-1)[np.cumsum(gaps, dtype=np.int64)] = z["palette"][which]
+    return x
+
+
+def cache_files() -> list[Path]:
+    """The corpus cache's files, largest first (what ``sidl cache info`` lists)."""
+    folder = corpus_cache_dir()
+    files = [f for f in folder.glob("*.npz") if f.is_file()] if folder.is_dir() else []
+    return sorted(files, key=lambda f: -f.stat().st_size)
+
+
+def read_cache_file(path: Path) -> list[Piece] | None:
+    """The pieces one cache file holds (None when it cannot be read): for ``sidl cache info --time``."""
+    return _read_cache(Path(path))
 
 
 def _read_cache(path: Path) -> list[Piece] | None:
@@ -135,7 +182,7 @@ def _read_cache(path: Path) -> list[Piece] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            x, offsets = z["x"], z["offsets"]
+            x, offsets = _unpack(z), z["offsets"]
         if (not isinstance(meta, list) or offsets.ndim != 1 or len(offsets) != len(meta) + 1
                 or len(meta) and (offsets[0] != 0 or offsets[-1] != len(x) or np.any(np.diff(offsets) < 0))):
             return None

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from sidl.realtime.codec.drums import N_CLASSES
 from sidl.realtime.codec.spec import DRUMS, PIANO_EVENTS, PIANO_GRID, Codec
 
 from sidl.training import checkpoint as ckpt
@@ -29,9 +30,14 @@ from sidl.training.corpora import load_corpus
 from sidl.training.corpus import sections
 from sidl.training.evaluate import evaluate
 from sidl.training.model import ModelConfig, TCNkWTA
+from sidl.training.progress import TrainingProgress
 from sidl.training.pursuit import channel_roles, classify_mask, pursuit, to_patches
 
+INITS = ("counted", "windows")
 CODECS = {"drums": DRUMS, "piano-grid": PIANO_GRID, "piano-events": PIANO_EVENTS}
+# A time-budgeted run with fewer steps than this has barely moved its atoms from their start
+# (one-beat corpus windows, which a pursuit encoder already fits well): its figures say little.
+MIN_TRAINED_STEPS = 100
 
 
 @dataclass
@@ -51,7 +57,7 @@ class TrainArgs:
                                       # 0: uniform. One atom per beat is the hardest case to serve.
     nonneg: bool = False
     lifetime: float = 0.0             # lifetime sparsity rate in training (0: off)
-    minutes: float = 5.0              # wall budget for the whole command (load, train, refit, evaluate)
+    minutes: float = 5.0              # minutes of the training loop (loading, refit and evaluation come on top)
     epochs: int = 0                   # > 0: stop after this many epochs instead (deterministic)
     batch: int = 64
     section_bars: int = 4
@@ -59,6 +65,10 @@ class TrainArgs:
     seed: int = 0
     threads: int = 2
     resample_every: int = 200
+    init: str = "auto"                # atoms start as "counted" (the most frequent one-beat hit
+                                      # patterns: drums only) or random "windows"; auto: counted for drums
+    transpose: bool = False           # piano: shapes placed at any pitch and step (training/shape_train.py)
+    span: int = 37                    # --transpose: semitones a shape may cover
     max_sections: int = 0             # > 0: use only this many training sections (tests, smoke runs)
     eval_pieces: int = 0              # > 0: evaluate on this many test pieces only
     resume: bool = False
@@ -81,6 +91,13 @@ class TrainArgs:
             raise ValueError(f"--eval-pieces must be >= 0 (0: all test pieces), got {self.eval_pieces}")
         if self.max_sections < 0:
             raise ValueError(f"--max-sections must be >= 0 (0: all), got {self.max_sections}")
+        drums = CODECS[self.codec].spec.drum_feel
+        if self.init == "auto":
+            self.init = "counted" if drums else "windows"
+        if self.init not in INITS:
+            raise ValueError(f"--init must be one of auto, {', '.join(INITS)}, got {self.init!r}")
+        if self.init == "counted" and not drums:
+            raise ValueError(f"--init counted counts drum hit patterns: not for --codec {self.codec}")
 
 
 def k_for_step(progress: float, rng: np.random.Generator, a: TrainArgs) -> int:
@@ -126,12 +143,16 @@ def beat_windows(data: torch.Tensor, length: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def resample_dead(model: TCNkWTA, usage: torch.Tensor, x: torch.Tensor, y: torch.Tensor, world: int) -> int:
+def resample_dead(model: TCNkWTA, usage: torch.Tensor, x: torch.Tensor, y: torch.Tensor, world: int,
+                  keep: int = 0) -> int:
     """Restart unused atoms on the windows this batch reconstructs worst (what the dictionary lacks).
 
+    The first ``keep`` atoms are never restarted: counted patterns the k-WTA encoder does not pick
+    are still the codebook the pursuit encoder looks beats up in.
     Under DDP each rank sees other windows, so rank 0's choice is broadcast: ranks stay identical.
     """
     dead = (usage == 0).nonzero().flatten()
+    dead = dead[dead >= keep]
     if len(dead):
         L = model.cfg.atom_length
         residual = to_patches(x - y, L)                                  # (B*P, C*L)
@@ -198,6 +219,31 @@ def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
     model.normalize_atoms()
 
 
+@torch.no_grad()
+def counted_atoms(model: TCNkWTA, pieces: list[np.ndarray]) -> int:
+    """Start the atoms as the most frequent one-beat hit patterns of ``pieces`` ((T, 27) drum grids),
+    each hit at its class's mean velocity, no offset (the feel refit replaces both after training).
+    Atoms beyond the patterns found keep what they held. Returns how many atoms were set.
+
+    Measured on GMD (1,024 atoms, no training at all, pursuit encoder, one refit sweep): hit F1 0.936 / 0.978 /
+    0.991 / 0.996 at k = 1..4, where the same patterns by OR-pursuit give 0.934 / 0.974 / 0.977 / 0.977.
+    """
+    from sidl.training.counted import count_patterns
+    A, C, L = model.atoms.shape
+    n = N_CLASSES
+    patterns, _ = count_patterns(pieces, A, L)
+    hits = torch.from_numpy(patterns.reshape(-1, n, L).astype(np.float32))     # (m, 9, L)
+    every = np.concatenate(pieces)
+    on = every[:, :n] > 0.5
+    mean_vel = torch.tensor([every[on[:, c], n + c].mean() if on[:, c].any() else 0.0
+                             for c in range(n)], dtype=torch.float32)
+    atoms = torch.zeros(len(hits), C, L)
+    atoms[:, :n] = hits
+    atoms[:, n:2 * n] = hits * mean_vel[None, :, None]
+    model.decoder.weight[: len(hits)] = atoms
+    return len(hits)
+
+
 def _world() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if not dist.is_initialized():
@@ -221,6 +267,9 @@ def check_out(out: Path, resume: bool) -> None:
 
 
 def train(a: TrainArgs, log=sys.stderr) -> dict:
+    if a.transpose:
+        from sidl.training.shape_train import train_shapes
+        return train_shapes(a, log)
     t_start = time.perf_counter()
     codec = CODECS[a.codec]
     out = Path(a.out)
@@ -255,6 +304,7 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
     init_gen = torch.Generator().manual_seed(a.seed + 1)                # identical on every rank
     with torch.no_grad():                                               # atoms start as real windows
         model.decoder.weight.copy_(windows[torch.randint(len(windows), (a.n_atoms,), generator=init_gen)])
+        counted = counted_atoms(model, [p.x for p in train_pieces]) if a.init == "counted" else 0
         model.normalize_atoms()
         model.tie_code_to_atoms()
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -262,8 +312,8 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
 
     steps_per_epoch = max(1, math.ceil(len(data) / (a.batch * world)))
     total_steps = a.epochs * steps_per_epoch if a.epochs else 0
-    reserve = 0.0 if a.epochs else 60.0 + 0.15 * a.minutes * 60       # refit + evaluation
-    budget = a.minutes * 60 - reserve - (time.perf_counter() - t_start)
+    budget = a.minutes * 60                     # the training loop's own time: loading, refit and
+                                                # evaluation come on top, so --minutes 1 trains a minute
     loop = {"step": 0, "epoch": 0, "elapsed": 0.0, "resampled": 0,
             "rng": np.random.default_rng([a.seed, rank]).bit_generator.state,
             "k_rng": np.random.default_rng([a.seed, 99]).bit_generator.state,
@@ -276,6 +326,8 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
     usage = torch.tensor(loop["usage"])
 
     t0 = time.perf_counter() - loop["elapsed"]
+    shown = (TrainingProgress(total_steps or budget, "steps" if total_steps else "s", log) if rank == 0
+             else None)
     done = False
     while not done:
         model.train()
@@ -295,10 +347,12 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
                 usage += (z != 0).sum((0, 2)).float()
             loop["step"] += 1
             epoch_loss += loss.item()
+            if shown:
+                shown.step(loop["step"] if total_steps else elapsed)
             if loop["step"] % a.resample_every == 0:
                 if world > 1:
                     dist.all_reduce(usage)
-                loop["resampled"] += resample_dead(model, usage, x, y.detach(), world)
+                loop["resampled"] += resample_dead(model, usage, x, y.detach(), world, counted)
                 usage.zero_()
             if total_steps and loop["step"] >= total_steps or not total_steps and elapsed >= budget:
                 done = True
@@ -312,13 +366,13 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
         loop["history"].append({"epoch": loop["epoch"], "train_loss": round(epoch_loss / steps_per_epoch, 5),
                                 "val_loss": round(val_loss, 5)})
         if rank == 0:
-            _progress(loop, budget, total_steps, steps_per_epoch, log)
+            shown.epoch(loop["step"] if total_steps else loop["elapsed"], _epoch_line(loop))
             loop["rng"] = rng.bit_generator.state
             loop["k_rng"] = k_rng.bit_generator.state
             loop["usage"] = usage.tolist()
             ckpt.save_checkpoint(out, model, opt, loop)
     if rank == 0:
-        print(file=log)
+        shown.close()
 
     refit_feel(model, codec, data, a.k_max, seed=a.seed)
     if world > 1:
@@ -338,15 +392,16 @@ def train(a: TrainArgs, log=sys.stderr) -> dict:
     metrics["training"] = {"steps": loop["step"], "epochs": loop["epoch"], "seconds_training": round(loop["elapsed"], 1),
                            "seconds_total": round(time.perf_counter() - t_start, 1), "world_size": world,
                            "atoms_resampled": loop["resampled"], "history": loop["history"][-5:]}
+    if not total_steps and loop["step"] < MIN_TRAINED_STEPS:
+        metrics["training"]["warning"] = (
+            f"only {loop['step']} training steps in {loop['elapsed']:.0f} s (fewer than {MIN_TRAINED_STEPS}): "
+            f"these figures are close to those of the untrained atoms; train for more --minutes")
     ckpt.write_json_atomic(out / "metrics.json", metrics)
     if world > 1:
         dist.destroy_process_group()
     return metrics
 
 
-def _progress(loop, budget, total_steps, steps_per_epoch, log):
+def _epoch_line(loop) -> str:
     h = loop["history"][-1]
-    frac = loop["step"] / total_steps if total_steps else min(1.0, loop["elapsed"] / max(budget, 1e-9))
-    bar = "#" * int(frac * 30)
-    print(f"\r[{bar:<30}] {frac:4.0%} epoch {h['epoch']} step {loop['step']} "
-          f"loss {h['train_loss']:.4f} val {h['val_loss']:.4f} {loop['elapsed']:.0f}s", end="", file=log, flush=True)
+    return f"epoch {h['epoch']} step {loop['step']} loss {h['train_loss']:.4f} val {h['val_loss']:.4f}"

@@ -90,7 +90,3 @@ def decode_piano_grid(x: np.ndarray, threshold: float = 0.5) -> NoteArray:
     off = stop[on + 1, key]
     vel = np.clip(np.rint(x[on, VELOCITY + key] * 127.0), 1, 127).astype(np.int16)
     return NoteArray(on.astype(np.float64), off.astype(np.float64), (key + LOWEST_KEY).astype(np.int16), vel)
-
-
-def piano_grid_codec_for(meter: tuple[int, int], steps_per_beat: int = 4) -> Codec:
-    return Codec("piano-grid", N_KEYS, steps_per_beat, *meter)

@@ -33,6 +33,9 @@ class CodecSpec:
     fold_sustain: bool        # the sustain pedal is folded into note lengths when reading MIDI
     drum_feel: bool           # scored on hits with velocity and microtiming (drums), else on note onsets
     atlas_cell: tuple = (3, 1)   # (width, height) in pixels of one step x one voice in atoms.png
+    # The one channel its notes are read from unless a user says otherwise (files and sidl-live's
+    # encoding modes): drums read channel 10, so an arrangement's bass and chords are not drum hits.
+    reads_channel: int | None = None
 
     @property
     def live(self) -> bool:
@@ -42,7 +45,7 @@ class CodecSpec:
 CODEC_SPECS = {
     "drums": CodecSpec("drum classes", "kick, snare, closed hat, open hat, low tom, mid tom, high tom, crash, ride",
                        "offset", channel=9, live_mode="generate", fold_sustain=False, drum_feel=True,
-                       atlas_cell=(4, 4)),
+                       atlas_cell=(4, 4), reads_channel=9),
     "piano-grid": CodecSpec("piano keys", "A0..C8", "hold", channel=0, live_mode="simplify",
                             fold_sustain=True, drum_feel=False),
     "piano-events": CodecSpec("event types", "note-on/off x 128, 100 time shifts, 32 velocities", "",

@@ -2,7 +2,7 @@
 
 Prints one table:
 
-* compute per bar on the live path (``Engine.render``: encode -> edit -> decode -> timed batch),
+* compute per bar on the live path (``Renderer.render``: encode -> edit -> decode -> timed batch),
   p50/p99, for each mode (with ``--latency beat``: per beat), back to back; the default mode again
   paced, one bar every 20 ms, as the live worker meets it (cold caches); and the preset's two
   onnxruntime graphs alone;
@@ -11,12 +11,16 @@ Prints one table:
   it (``--sync``);
 * time from process start to ports open and to the first bar ready, for the real ``sidl-live``.
 
-The model is a parameter: a preset name (through ``live.load_model``) or any factory
+``--peer-timing`` instead measures the real ``sidl-live`` against real JACK peers (``peers``):
+driven by ``jack_midi_clock``, recorded by ``jack_midi_dump``, for each backend and period.
+
+The model is a parameter: a preset name (through ``live.cli.load_bar_model``) or any factory
 ``module:attr`` / ``path/to/file.py:attr`` returning an object that fits ``compose.BarModel``.
 """
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import importlib.util
 import os
@@ -32,7 +36,8 @@ import numpy as np
 from .clock import PPQN, InternalClock
 from ..compose import default_mode
 from ..controls import Controls
-from .engine import BarJob, Engine, run_live
+from .bars import BarJob
+from .engine import build_engine, run_live
 from ..codec.notes import NoteArray
 from .ports import PortError, jack_running, open_input, open_output, transport_latency_s
 from .scheduler import Batch, Scheduler
@@ -56,7 +61,9 @@ def random_bar(rng: np.random.Generator, codec, n_notes: int = 24) -> NoteArray:
     from ..codec.drums import CLASS_NOTES
     steps = codec.steps_per_bar
     start = rng.integers(0, steps, n_notes) + rng.uniform(-0.3, 0.3, n_notes)
-    pitch = rng.choice(CLASS_NOTES, n_notes) if codec.spec.drum_feel else rng.integers(36, 96, n_notes)
+    # (an older checkout's Codec, met by --compare, has no spec table)
+    drums = codec.spec.drum_feel if hasattr(codec, "spec") else codec.name == "drums"
+    pitch = rng.choice(CLASS_NOTES, n_notes) if drums else rng.integers(36, 96, n_notes)
     return NoteArray.from_lists(start, start + rng.uniform(0.5, 4, n_notes), pitch,
                                 rng.integers(30, 127, n_notes))
 
@@ -80,10 +87,11 @@ def compute_per_bar(model, n_bars: int = 500, modes=BENCH_MODES, pause_s: float 
     out = {}
     for mode in modes:
         per_beat = "beat" in mode
-        eng = Engine(model, Controls(mode=mode.split()[0], follow="follow" in mode,   # sidl-live's defaults
-                                     latency="beat" if per_beat else "bar"), channel=9, clock=clock)
+        eng, renderer = build_engine(model, Controls(mode=mode.split()[0], follow="follow" in mode,   # sidl-live's
+                                                     latency="beat" if per_beat else "bar"),       # defaults
+                                     channel=9, clock=clock)
         played = [random_bar(rng, model.codec) for _ in range(16)]
-        positions, stride = eng.composer.positions, eng.composer.stride
+        positions, stride = renderer.composer.positions, renderer.composer.stride
         times = []
         for b in range(n_bars + 20):
             if per_beat:                          # one job per code position: that beat's notes
@@ -95,7 +103,7 @@ def compute_per_bar(model, n_bars: int = 500, modes=BENCH_MODES, pause_s: float 
             if pause_s:
                 time.sleep(pause_s)
             t0 = time.perf_counter()
-            eng.render(job)
+            renderer.render(job)
             times.append(time.perf_counter() - t0)
         out[mode] = np.array(times[20:])          # the first bars warm caches up
     return out
@@ -131,20 +139,50 @@ def compare_with(old_root: str, preset: str, mode: str, n_bars: int = 4000) -> t
         engine = importlib.import_module(f"{name}.realtime.{_live_module(name, 'engine')}")
         controls = importlib.import_module(f"{name}.realtime.controls")
         clocks = importlib.import_module(f"{name}.realtime.{_live_module(name, 'clock')}")
-        model, clock = live.load_model(preset), clocks.InternalClock(120.0)
-        eng = engine.Engine(model, controls.Controls(mode=mode.split()[0], follow="follow" in mode),
-                            channel=9, clock=clock)
+        load = getattr(live, "load_bar_model", None) or live.load_model     # (its name before #9)
+        model, clock = load(preset), clocks.InternalClock(120.0)
+        c = controls.Controls(mode=mode.split()[0], follow="follow" in mode)
+        if hasattr(engine, "build_engine"):         # since issue #9: the worker's Renderer renders
+            _, render = engine.build_engine(model, c, channel=9, clock=clock)
+            job = importlib.import_module(f"{name}.realtime.live.bars").BarJob
+        else:
+            render, job = engine.Engine(model, c, channel=9, clock=clock), engine.BarJob
         played = [random_bar(np.random.default_rng(i), model.codec) for i in range(16)]
-        sides.append((eng, engine.BarJob, clock, played, []))
+        sides.append((render, c, job, clock, played, []))
     gc.collect()
     gc.freeze()
     for b in range(n_bars + 20):
-        for eng, job, clock, played, times in sides:
-            j = job(b, played[b % 16], eng.controls, clock.timeline)
+        for render, c, job, clock, played, times in sides:
+            j = job(b, played[b % 16], c, clock.timeline)
             t0 = time.perf_counter()
-            eng.render(j)
+            render.render(j)
             times.append(time.perf_counter() - t0)
-    return np.array(sides[0][4][20:]), np.array(sides[1][4][20:])
+    return np.array(sides[0][5][20:]), np.array(sides[1][5][20:])
+
+
+def first_bars(load, mode: str, n_starts: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds of the first bar each of ``n_starts`` fresh starts renders, as sidl-live starts (the
+    preset loaded anew, its caches cold, the renderer warmed up on its own worker thread), and of
+    the same bar rendered again right after (the groove reset, so both do the same work). A first
+    bar that costs more pays first-use costs (graph bindings are per thread) the warm-up missed."""
+    from .render import Worker
+    from .scheduler import RecordingOutput
+    firsts, seconds = [], []
+    for i in range(n_starts):
+        model = load()
+        clock = InternalClock(120.0)
+        controls = Controls(mode=mode.split()[0], follow="follow" in mode)
+        engine, renderer = build_engine(model, controls, channel=9, clock=clock)
+        sched = Scheduler(RecordingOutput())
+        worker = Worker(renderer, sched, engine.current_epoch, controls).start()
+        worker.ready.wait(10.0)
+        played = random_bar(np.random.default_rng(i), model.codec)
+        for again in (False, True):
+            worker.put(BarJob(0, played, controls, clock.timeline, reset=again))
+        worker.close(timeout=5.0)
+        firsts.append(renderer.compute_s[0])
+        seconds.append(renderer.compute_s[1])
+    return np.array(firsts), np.array(seconds)
 
 
 def machine_cold_factor(n: int = 300, pause_s: float = PACED_S) -> tuple[np.ndarray, np.ndarray]:
@@ -222,11 +260,10 @@ def onset_error(model, bpm: float = 240.0, n_bars: int = 8,
     sched = Scheduler(out, latency_s=out.latency_s).start()
     start = time.perf_counter() + 0.3
     clock = None if sync else InternalClock(bpm, start_s=start)
-    eng = Engine(model, Controls(mode="generate", density=4.0, quantize=True, variation=0.5),
-                 channel=9, clock=clock, input_latency_s=inp.latency_s)
-    eng.warm_up()                                  # as sidl-live does
-    stop = threading.Event()
-    th = threading.Thread(target=run_live, args=(eng, inp.poll, sched, stop), daemon=True)
+    eng, renderer = build_engine(model, Controls(mode="generate", density=4.0, quantize=True, variation=0.5),
+                                 channel=9, clock=clock, input_latency_s=inp.latency_s)
+    stop = threading.Event()            # (run_live warms the renderer up on its worker, as sidl-live does)
+    th = threading.Thread(target=run_live, args=(eng, renderer, inp.poll, sched, stop), daemon=True)
     rec = Recorder("sidl-bench-out:sidl out", "sidl-bench-rec")
     sender = None
     th.start()
@@ -241,7 +278,10 @@ def onset_error(model, bpm: float = 240.0, n_bars: int = 8,
         time.sleep(start + n_bars * 4 * 60 / bpm - time.perf_counter() + 0.2)
     finally:
         stop.set()
-        th.join(timeout=2)
+        # No timeout: the conductor polls ``inp`` and silences through ``sched`` until it returns,
+        # and closing an rtmidi port under it is a use-after-free (a segfault on a loaded machine,
+        # where a 2 s join could expire).
+        th.join()
         sched.close()
         if sender is not None:
             sender[1].close()
@@ -320,11 +360,70 @@ def startup(launch: list[str], timeout_s: float = 20.0) -> tuple[float, float]:
     return t_open, t_ready
 
 
+def peer_timing(preset: str, backends: list[str], periods: list[int], seconds: float,
+                json_path: str | None = None) -> list[dict]:
+    """The --peer-timing table: for each period, backend and clock (--sync, internal), onset error
+    p50/p99/mean against jack_midi_clock's (or sidl's own sent) ticks, and the sent ticks' jitter."""
+    from . import peers
+    for program in ("jackd", "jack_midi_clock", "jack_midi_dump"):
+        peers.need(program)
+    rows = []
+
+    def run_all(period_label):
+        for backend in backends:
+            for sync in (True, False):
+                events, rate, period, log = peers.run_session(peers.sidl_live_command(preset), backend, sync, seconds)
+                m = peers.measure(events, rate, period)
+                rows.append({"period": period, "rate": rate, "backend": backend,
+                             "clock": "--sync (jack_midi_clock)" if sync else "internal (--send-clock)",
+                             "notes": len(m.errors), "first_beat_notes": len(m.first_beat), "off_16th": m.off_16th,
+                             "p50_ms": _stat(np.abs(m.errors), 50), "p99_ms": _stat(np.abs(m.errors), 99),
+                             "mean_ms": float(np.mean(m.errors) * 1e3) if len(m.errors) else None,
+                             "on_period_boundary": m.on_period, "ticks": m.ticks, "tick_glitches": m.tick_glitches,
+                             "frames_per_tick": m.frames_per_tick,
+                             "tick_jitter_p99_ms": None if sync else _stat(m.tick_jitter, 99),
+                             "stuck_notes": m.stuck, "when_utc": time.strftime("%H:%M:%S", time.gmtime()),
+                             "load_1min": os.getloadavg()[0]})
+                print(_peer_row(rows[-1]), flush=True)
+
+    print(f"sidl-live --preset {preset} against real JACK peers, {seconds:g} s a run at {peers.PEER_BPM:g} BPM, "
+          f"--quantize; error = note frame - the nearest tick's frame, as jack_midi_dump recorded them; "
+          f"notes after the first beat")
+    print(f"{'period':>6s} {'backend':12s} {'clock':26s} {'notes':>5s} {'p50 ms':>7s} {'p99 ms':>7s} "
+          f"{'mean ms':>8s} {'on period':>9s} {'tick jit p99':>12s} {'glitches':>8s} {'off 16th':>8s} {'stuck':>5s}")
+    if periods:
+        for p in periods:
+            with peers.dummy_server(p):
+                run_all(p)
+    else:
+        if not jack_running():
+            raise PortError("--peer-timing needs a JACK server (jackd -d dummy -r 48000 -p 64 &), or --periods")
+        run_all(None)
+    if json_path:
+        from ..codec.files import write_json_atomic
+        write_json_atomic(json_path, rows)
+    return rows
+
+
+def _stat(x: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(x, q) * 1e3) if len(x) else None
+
+
+def _peer_row(r: dict) -> str:
+    f = lambda v, w=7: f"{v:{w}.3f}" if v is not None else f"{'n/a':>{w}s}"   # noqa: E731
+    return (f"{r['period']:6d} {r['backend']:12s} {r['clock']:26s} {r['notes']:5d} {f(r['p50_ms'])} {f(r['p99_ms'])} "
+            f"{f(r['mean_ms'], 8)} {r['on_period_boundary'] * 100:8.0f}% {f(r['tick_jitter_p99_ms'], 12)} "
+            f"{r['tick_glitches']:8d} {r['off_16th']:8d} {r['stuck_notes']:5d}")
+
+
 def _ms(x: np.ndarray, q: float) -> str:
     return f"{np.percentile(x, q) * 1e3:7.3f}" if len(x) else "    n/a"
 
 
 def main(argv: list[str] | None = None) -> None:
+    # A crash in native code (rtmidi, JACK, onnxruntime) prints every thread's Python stack on
+    # stderr instead of dying silently with signal 11.
+    faulthandler.enable(all_threads=True)
     ap = argparse.ArgumentParser(prog="python -m sidl.realtime.live.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", help="a preset name, loaded as sidl-live loads it")
     ap.add_argument("--model", help="a factory MODULE:ATTR or FILE.py:ATTR returning a model")
@@ -335,7 +434,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mode", default=None, help="with --compare: the mode (default: the preset's)")
     ap.add_argument("--transport", type=int, metavar="N", default=0,
                     help="only check the MIDI system: send N clock messages 1 ms apart, count arrivals")
+    ap.add_argument("--peer-timing", action="store_true",
+                    help="only time sidl-live (--preset) against jack_midi_clock, recorded by jack_midi_dump")
+    ap.add_argument("--periods", default="", help="with --peer-timing: JACK periods to run, each on a dummy "
+                    "server of our own (e.g. 64,256); default: the running server")
+    ap.add_argument("--backends", default="jack,rtmidi-jack", help="with --peer-timing: backends to compare")
+    ap.add_argument("--seconds", type=float, default=20.0, help="with --peer-timing: seconds played per run")
+    ap.add_argument("--json", metavar="PATH", help="with --peer-timing: also write the figures as JSON")
     args = ap.parse_args(argv)
+    if args.peer_timing:
+        if not args.preset:
+            ap.error("--peer-timing needs --preset")
+        try:
+            periods = [int(p) for p in args.periods.split(",") if p.strip()]
+        except ValueError:
+            ap.error(f"--periods must be numbers like 64,256, got {args.periods!r}")
+        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        from .peers import PeerError
+        try:
+            peer_timing(args.preset, backends, periods, args.seconds, args.json)
+        except (PeerError, PortError) as e:
+            ap.exit(2, f"peer timing: {e}\n")
+        return
     if args.transport:
         if not jack_running():
             ap.error("--transport needs a JACK server (jackd -d dummy -r 48000 -p 64 &)")
@@ -351,16 +471,16 @@ def main(argv: list[str] | None = None) -> None:
             ap.error("--compare needs --preset")
         if not is_checkout(Path(args.compare)):
             ap.error(f"--compare: {args.compare} is not a sidl checkout (no realtime/live/engine.py)")
-        from .cli import load_model
-        mode = args.mode or default_mode(load_model(args.preset).codec)
+        from .cli import load_bar_model
+        mode = args.mode or default_mode(load_bar_model(args.preset).codec)
         old, new = compare_with(args.compare, args.preset, mode, args.bars)
         print(f"compute per bar, {args.preset}, {mode}, alternated bar by bar ({len(new)} bars each)")
         for what, secs in ((f"{args.compare}", old), ("this checkout", new)):
             print(f"  {what:40s} p50 {_ms(secs, 50)} ms  p99 {_ms(secs, 99)} ms")
         return
     if args.preset:
-        from .cli import load_model
-        model = load_model(args.preset)
+        from .cli import load_bar_model
+        model = load_bar_model(args.preset)
         launch = [sys.executable, "-m", "sidl.realtime.live.cli", "--preset", args.preset]
         name = args.preset
     else:
@@ -388,6 +508,12 @@ def main(argv: list[str] | None = None) -> None:
     warm, cold = machine_cold_factor(min(args.bars, 300))
     rows.append((f"  yardstick: a Python loop, paced / back to back", f"{np.median(cold) / np.median(warm):7.1f}x",
                  f"{np.percentile(cold, 99) / np.percentile(warm, 99):7.1f}x", "this machine's wake-up cost"))
+    load = (lambda: load_bar_model(args.preset)) if args.preset else factory
+    modes = [default] + (["simplify"] if default != "simplify" else [])
+    for mode in modes:
+        first, second = first_bars(load, mode)
+        rows.append((f"  {mode}: first live bar, then again", _ms(first, 50), _ms(second, 50),
+                     f"{len(first)} starts; median ratio {np.median(first / second):.2f}x (both columns p50)"))
     for what, secs in graph_per_bar(model, args.bars).items():
         rows.append((f"  onnxruntime {what}, k = {model.k}", _ms(secs, 50), _ms(secs, 99), f"{len(secs)} bars"))
     if not jack_running():

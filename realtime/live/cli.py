@@ -19,7 +19,7 @@ from ..oneline import run_app
 from .clock import InternalClock
 from ..compose import Composer, default_mode
 from ..controls import MODES, Controls, cc_help
-from .engine import BankEntry, Engine, check_together, run_live
+from .engine import BankEntry, WarmUpError, build_engine, check_together, run_live, status_line
 from .ports import PortError, list_ports, open_input, open_output
 from .scheduler import Scheduler
 
@@ -33,7 +33,7 @@ class UsageError(Exception):
     """A bad argument or a missing preset: one line for the user, exit code 2."""
 
 
-def load_model(name: str):
+def load_bar_model(name: str):
     """The one place the CLI touches presets: whatever it returns must fit ``compose.BarModel``."""
     try:
         from ..preset import PresetError, load_preset
@@ -57,7 +57,7 @@ def parse_meter(text: str) -> tuple[int, int]:
     return num, den
 
 
-def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
+def build_app(load: Callable[[str], object] = load_bar_model) -> typer.Typer:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
     @app.command(help="Real-time MIDI from a shift-invariant dictionary preset. "
@@ -96,10 +96,14 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
         channel: Optional[int] = typer.Option(
             None, help="output channel 1..16; default 10 for drums, 1 for piano"),
         in_channel: Optional[int] = typer.Option(
-            None, help="listen to notes, CCs and Program Changes on this channel 1..16 only; default: all"),
+            None, help="listen to notes, CCs and Program Changes on this channel 1..16 only; default: "
+                        "all (a drum preset hears notes on channel 10 only)"),
     ):
         if list_ports_:
             inputs, outputs = list_ports(backend)
+            if not inputs and not outputs:
+                typer.echo(no_ports_hint(backend))
+                return 0
             typer.echo("inputs:\n" + "".join(f"  {n}\n" for n in inputs) +
                        "outputs:\n" + "".join(f"  {n}\n" for n in outputs), nl=False)
             return 0
@@ -131,6 +135,72 @@ def build_app(load: Callable[[str], object] = load_model) -> typer.Typer:
     return app
 
 
+def no_ports_hint(backend: str | None) -> str:
+    """What --list-ports says when the backend has no port at all: which one, and what to do."""
+    from .ports import resolve_backend
+    asked = backend or "automatic"
+    return (f"the {resolve_backend(backend)} MIDI backend (--backend {asked}) has no MIDI ports. "
+            "Start sidl-live without --port/--out and it creates virtual ports 'sidl in' / 'sidl out' "
+            "(not on Windows: create one with loopMIDI); or start a JACK MIDI client (a synth, a DAW), "
+            "or enable the IAC Driver in macOS's Audio MIDI Setup.")
+
+
+LOG_EVERY_BARS = 4      # off a terminal, one status line per this many bars
+
+
+def live_status(engine, renderer, scheduler, now: float) -> str:
+    """The engine's status line (tempo, bar:beat, mode, atoms per bar, compute and send-lateness
+    p99, bars dropped), from what the worker last published."""
+    return status_line(engine, renderer.stats, scheduler, now)
+
+
+def bars_played(engine, now: float) -> int:
+    import math
+    q = engine.song_q(now)
+    return 0 if q is None else max(0, math.floor(q / engine.bar_q))
+
+
+class StatusLog:
+    """A thread that follows the song's bar count for the summary at stop and, when ``out`` is
+    given (off a terminal), writes one status line whenever ``every_bars`` more bars have played:
+    a log file gets a line per bar group, not a redrawn line that never ends."""
+
+    def __init__(self, engine, renderer, scheduler, out=None, every_bars: int = LOG_EVERY_BARS,
+                 poll_s: float = 0.05):
+        self.engine, self.renderer, self.scheduler, self.out = engine, renderer, scheduler, out
+        self.every_bars, self.poll_s = every_bars, poll_s
+        self.bars = 0                      # most bars seen played (a followed clock's Stop resets the song)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sidl-status-log", daemon=True)
+
+    def start(self) -> "StatusLog":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        logged = 0
+        while not self._stop.wait(self.poll_s):
+            now = time.perf_counter()
+            bars = bars_played(self.engine, now)
+            self.bars = max(self.bars, bars)
+            if self.out is not None and bars // self.every_bars > logged:
+                logged = bars // self.every_bars
+                line = live_status(self.engine, self.renderer, self.scheduler, now).lstrip()
+                print(f"sidl-live: {line}", file=self.out, flush=True)
+            elif bars < logged * self.every_bars:          # a new song (Start, a jump): count again
+                logged = bars // self.every_bars
+
+    def close(self) -> str:
+        """Stop following; the one summary line sidl-live prints at stop."""
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        self.bars = max(self.bars, bars_played(self.engine, time.perf_counter()))
+        sched, failed = self.scheduler, self.renderer.stats.failed
+        return (f"sidl-live: played {self.bars} bars, {sched.notes_sent} notes, {sched.late_sends} late sends "
+                f"(more than {sched.LATE_S * 1e3:g} ms), {self.engine.dropped} bars dropped"
+                + (f", {failed} failed" if failed else ""))
+
+
 def check_bank(models, meter: tuple[int, int]) -> None:
     """Every preset fits the meter and can play beside the first (the engine's rule), before ports open."""
     composers = [Composer(m, meter) for m in models]
@@ -160,10 +230,10 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
     # The internal clock's first bar starts a moment from now; the worker prepares it before that.
     clock = None if bpm is None else InternalClock(bpm, *meter, start_s=t_open + LEAD_S)
     try:
-        engine = Engine(model, controls, channel=channel, clock=clock, meter=meter, send_clock=send_clock,
-                        bank=bank, input_latency_s=inp.latency_s, in_channel=in_channel)
-        engine.warm_up()
-    except Exception as e:                   # a preset whose graphs fail on a real bar: one line
+        engine, renderer = build_engine(model, controls, channel=channel, clock=clock, meter=meter,
+                                        send_clock=send_clock, bank=bank, input_latency_s=inp.latency_s,
+                                        in_channel=in_channel)
+    except Exception as e:                   # a bank that does not fit: one line
         inp.close()
         outp.close()
         raise UsageError(str(e) if isinstance(e, ValueError) else f"cannot play: {type(e).__name__}: {e}") from None
@@ -190,11 +260,21 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
             print("sidl-live: Program Change switches preset: " + ", ".join(
                 f"{i + 1} = {getattr(e.model, 'name', e.model.codec.name)}" for i, e in enumerate(bank)),
                 file=err, flush=True)
-        reason = run_live(engine, inp.poll, scheduler, stop, watch=(inp, outp),
-                          status=err if err.isatty() else None, log=err,
-                          on_first_bar=lambda: print(f"sidl-live: first bar ready in "
-                                                     f"{(time.perf_counter() - t_start) * 1e3:.0f} ms",
-                                                     file=err, flush=True))
+        tty = err.isatty()
+        # On a terminal the status line is redrawn in place: the ready message first clears it, so
+        # the two never share a line. Elsewhere a thread logs one line per LOG_EVERY_BARS bars.
+        ready = "\r\x1b[K" if tty else ""
+        status_log = StatusLog(engine, renderer, scheduler, None if tty else err).start()
+        try:
+            reason = run_live(engine, renderer, inp.poll, scheduler, stop, watch=(inp, outp),
+                              status=err if tty else None, log=err,
+                              on_first_bar=lambda: print(f"{ready}sidl-live: first bar ready in "
+                                                         f"{(time.perf_counter() - t_start) * 1e3:.0f} ms",
+                                                         file=err, flush=True))
+        except WarmUpError as e:             # a preset whose graphs fail on a real bar: one line
+            raise UsageError(f"cannot play: {e}") from None
+        finally:
+            summary = status_log.close()
     finally:
         for s in old:                # from here on a signal must not cut the silencing short
             signal.signal(s, signal.SIG_IGN)
@@ -203,6 +283,7 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
         outp.close()
         for s, h in old.items():
             signal.signal(s, h)
+    print(summary, file=err, flush=True)
     if reason:
         print(f"sidl-live: {reason}; stopped and silenced", file=err)
         return 1
@@ -213,9 +294,10 @@ def codec_name(model, meter: tuple[int, int]) -> str:
     return f"{getattr(model, 'name', model.codec.name)} ({model.codec.name}, {meter[0]}/{meter[1]})"
 
 
-def main(argv: list[str] | None = None, load: Callable[[str], object] = load_model) -> None:
+def main(argv: list[str] | None = None, load: Callable[[str], object] = load_bar_model) -> None:
     """Entry point of ``sidl-live``; ``load`` is injectable so tests can run the real CLI on a stand-in."""
     app = build_app(load)
+    faulthandler.enable(all_threads=True)    # a native crash (rtmidi, JACK) prints every thread's stack
     if hasattr(signal, "SIGUSR1"):
         # `kill -USR1 PID` prints every thread's stack to stderr: what to attach to a report of a hang.
         faulthandler.register(signal.SIGUSR1, all_threads=True)

@@ -29,9 +29,13 @@ VIRTUAL_IN = "sidl in"
 VIRTUAL_OUT = "sidl out"
 START_JACK = "start a JACK server (jackd -d dummy -r 48000 -p 64 &) or run .ci/setup-jack.sh"
 
-# Short names a user types -> rtmidi API names. Full mido names ("mido.backends.rtmidi/UNIX_JACK") and
-# the API names themselves are accepted too.
-BACKENDS = {"jack": "UNIX_JACK", "alsa": "LINUX_ALSA", "coremidi": "MACOSX_CORE", "winmm": "WINDOWS_MM"}
+# Short names a user types -> rtmidi API names, or JACK_API: our own frame-accurate JACK ports
+# (``jackmidi``, through the JACK-Client package; rtmidi's JACK backend is the fallback when it is
+# missing, and stays reachable as "rtmidi-jack"). Full mido names ("mido.backends.rtmidi/UNIX_JACK")
+# and the rtmidi API names themselves are accepted too.
+JACK_API = "JACK"
+BACKENDS = {"jack": JACK_API, "rtmidi-jack": "UNIX_JACK", "alsa": "LINUX_ALSA", "coremidi": "MACOSX_CORE",
+            "winmm": "WINDOWS_MM"}
 MIDO_PREFIX = "mido.backends.rtmidi/"
 INPUT_QUEUE = 4096        # messages rtmidi holds between polls (a bar of dense clock + notes is ~200)
 
@@ -63,6 +67,13 @@ def resolve_backend(name: str | None = None) -> str:
     if name in (None, "", "auto"):
         name = os.environ.get("MIDO_BACKEND") or _auto_backend()
     api = BACKENDS.get(name.lower(), name)
+    if api == JACK_API:
+        if not jack_running():
+            raise PortError(f"no JACK server is running: {START_JACK}")
+        from . import jackmidi
+        if jackmidi.available():
+            return JACK_API
+        api = "UNIX_JACK"                       # no JACK-Client here: rtmidi's JACK ports, period-aligned
     if api.startswith("mido.backends."):
         if not api.startswith(MIDO_PREFIX):
             raise PortError(f"backend {name!r} is not supported: use an rtmidi backend "
@@ -89,7 +100,7 @@ def _auto_backend() -> str:
     if sys.platform.startswith("win"):
         return "WINDOWS_MM"
     if jack_running():
-        return "UNIX_JACK"
+        return JACK_API                         # (rtmidi's when JACK-Client is missing: resolve_backend)
     if os.path.exists("/dev/snd/seq"):
         return "LINUX_ALSA"
     raise PortError(f"no MIDI system found (no JACK server, no ALSA sequencer): {START_JACK}")
@@ -102,7 +113,7 @@ def transport_latency_s(api: str) -> float:
     JACK delivers MIDI at the start of the next period, so on average half a period late; we ask the
     server for its period through libjack (already loaded by rtmidi). Other backends deliver at once.
     """
-    if api != "UNIX_JACK":
+    if api != "UNIX_JACK":                  # (JACK_API stamps and sends each event at its own frame)
         return 0.0
     try:
         lib = ctypes.CDLL("libjack.so.0")
@@ -136,6 +147,9 @@ def _rt(cls_name: str, api: str, client_name: str):
 def list_ports(backend: str | None = None) -> tuple[list[str], list[str]]:
     """(ports we can read from, ports we can send to) on the backend."""
     api = resolve_backend(backend)
+    if api == JACK_API:
+        from . import jackmidi
+        return jackmidi.list_ports()
     mi, mo = _rt("MidiIn", api, "sidl-list"), _rt("MidiOut", api, "sidl-list")
     try:
         return mi.get_ports(), mo.get_ports()
@@ -260,13 +274,20 @@ def _alive(port) -> bool:
 def open_input(match: str | None = None, client_name: str = "sidl-in",
                backend: str | None = None) -> MidiInput:
     """Open the existing input port ``match`` names, or create the virtual port ``sidl in``."""
+    if resolve_backend(backend) == JACK_API:
+        from . import jackmidi
+        return jackmidi.open_input(match, client_name)
     rt, target, api = _open("MidiIn", match, client_name, backend, VIRTUAL_IN, "input")
     return MidiInput(rt, VIRTUAL_IN if target is None else target, target, api)
 
 
 def open_output(match: str | None = None, client_name: str = "sidl-out",
                 backend: str | None = None) -> MidiOutput:
-    """Open the existing output port ``match`` names, or create the virtual port ``sidl out``."""
+    """Open the existing output port ``match`` names, or create the virtual port ``sidl out``;
+    with JACK_API, one that also takes due times (``send_at``, see ``jackmidi``)."""
+    if resolve_backend(backend) == JACK_API:
+        from . import jackmidi
+        return jackmidi.open_output(match, client_name)
     rt, target, api = _open("MidiOut", match, client_name, backend, VIRTUAL_OUT, "output")
     return MidiOutput(rt, VIRTUAL_OUT if target is None else target, target, api)
 

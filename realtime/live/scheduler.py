@@ -13,7 +13,9 @@ spins holding the GIL: python-rtmidi's input callback runs on JACK's real-time t
 GIL, so a thread that kept it would make JACK miss its period.
 
 An output is anything with ``send(msg: mido.Message)``; ``RecordingOutput`` is the twin that tests
-use: it records ``(t, msg)``.
+use: it records ``(t, msg)``. An output that can place a message at a due time itself (the JACK
+ports of ``jackmidi``, to the frame) also has ``send_at(msg, t)`` and ``lead_s``: each message is
+then handed over ``lead_s`` before its time, with its time.
 """
 from __future__ import annotations
 
@@ -159,6 +161,9 @@ def _try_realtime_priority() -> bool:
 class Scheduler:
     """A thread that sends each pending message at its absolute time on ``clock``."""
 
+    LATE_S = 0.005          # a send this late after its time is counted late: about where a
+                            # drummer hears a flam (the live target is 1.5 ms p99)
+
     def __init__(self, output: Output, clock: Callable[[], float] = time.perf_counter,
                  spin_s: float = SPIN_S, latency_s: float = 0.0):
         self.output = output
@@ -167,16 +172,20 @@ class Scheduler:
         # The transport delivers this long after we send (JACK: at the next period, on average half
         # a period away), so messages leave this much early and arrive centred on their time.
         self.latency_s = latency_s
+        self._send_at = getattr(output, "send_at", None)
         self.tracker = NoteTracker()
         self.error: Exception | None = None     # set if the output failed; the thread then stops
         self.lateness = np.full(LATE_RING, np.nan)  # seconds each message went out after its time
         self._n_sent = 0
+        self.notes_sent = 0                         # note-ons sent (for sidl-live's summary at stop)
+        self.late_sends = 0                         # messages sent more than LATE_S after their time
         self._cond = threading.Condition()
         self._pending = Batch.empty()
         self._times: list[float] = []           # the pending batch as lists: the loop's fast view
         self._msgs: list[mido.Message] = []
         self._i = 0
         self._closed = False
+        self._timeline: Timeline | None = None  # the last map given to retime (None: none since a panic)
         self._thread: threading.Thread | None = None
 
     # -- control (any thread) ---------------------------------------------------------------
@@ -185,16 +194,22 @@ class Scheduler:
         self._thread.start()
         return self
 
-    def submit(self, batch: Batch, valid: Callable[[], bool] | None = None) -> None:
+    def submit(self, batch: Batch, valid: Callable[[], bool] | None = None,
+               timeline: Timeline | None = None) -> None:
         """Add messages; they are merged in time order with what is still pending. ``valid`` is
-        checked under the send lock (the engine's panic count: a bar made before a panic is dropped)."""
+        checked under the send lock (the engine's panic count: a bar made before a panic is dropped).
+        ``timeline`` is the map the batch was timed with: if a newer one came by ``retime`` since
+        (a followed clock ticked while the bar was composed), the batch moves onto it."""
         with self._cond:
             if valid is None or valid():
+                if timeline is not None and self._timeline is not None and timeline is not self._timeline:
+                    batch = batch.retimed(self._timeline)
                 self._set_pending(self._remaining().merged(batch))
 
     def retime(self, timeline: Timeline) -> None:
         """Move pending messages that have positions onto a new seconds <-> quarters map."""
         with self._cond:
+            self._timeline = timeline
             if self._i < len(self._times):
                 self._set_pending(self._remaining().retimed(timeline))
 
@@ -207,6 +222,7 @@ class Scheduler:
         """Cancel the notes pending and silence now: a note-off per sounding note, CC 123 on used
         channels. Pending clock stays: a DAW following our clock counts every tick."""
         with self._cond:
+            self._timeline = None                # a new song or position: the next retime says where
             p = self._remaining()
             self._set_pending(p.select(p.ties == TIE_REALTIME))
             msgs = self.tracker.note_offs()
@@ -234,7 +250,9 @@ class Scheduler:
         """Stop the thread and always silence what is sounding.
 
         Silence first, then wait for the thread: an interrupt during the wait (a second Ctrl-C)
-        then leaves nothing sounding. The second panic covers a send that was in flight."""
+        then leaves nothing sounding. The second panic covers a send that was in flight.
+        Once this returns the thread never sends again, even if the join timed out (it checks
+        ``_closed`` under the lock before each send), so the caller may delete the port."""
         with self._cond:
             self._closed = True
             self._cond.notify()
@@ -258,13 +276,22 @@ class Scheduler:
         """Send every pending message due by ``now`` (+ latency); the caller holds the lock (or is a test)."""
         sent = 0
         times, msgs, i, n = self._times, self._msgs, self._i, len(self._times)
-        now += self.latency_s
+        send_at = self._send_at
+        now += self.latency_s + self._lead()
         while i < n and times[i] <= now:
             msg = msgs[i]
-            self.output.send(msg)
+            if send_at is not None:
+                send_at(msg, times[i] - self.latency_s)
+            else:
+                self.output.send(msg)
             self.tracker.update(msg)
-            self.lateness[self._n_sent % LATE_RING] = now - times[i]
+            late = now - times[i]
+            self.lateness[self._n_sent % LATE_RING] = late
             self._n_sent += 1
+            if late > self.LATE_S:
+                self.late_sends += 1
+            if msg.type == "note_on" and msg.velocity:
+                self.notes_sent += 1
             i += 1
             sent += 1
         self._i = i
@@ -279,7 +306,7 @@ class Scheduler:
                     cond.wait()
                 if self._closed:
                     return
-                t_next = self._times[self._i] - self.latency_s
+                t_next = self._times[self._i] - self.latency_s - self._lead()
                 wait = t_next - clock() - self.spin_s
                 if wait > 0:
                     cond.wait(wait)             # submit/retime/cancel wake us early: look again
@@ -287,12 +314,18 @@ class Scheduler:
             while clock() < t_next:             # spin the last stretch, outside the lock,
                 sleep(0)                        # letting go of the GIL: JACK's RT thread may need it
             with cond:
+                if self._closed:                # closed during the spin: the port may be deleted
+                    return                      # as soon as close() returns, so never touch it again
                 try:
                     self.send_due(clock())
                 except Exception as e:          # the port went away: stop; the engine sees .error
                     self.error = e
                     self._closed = True
                     return
+
+    def _lead(self) -> float:
+        """How early a message is handed to an output that places it itself (it may change: read it)."""
+        return self.output.lead_s if self._send_at is not None else 0.0
 
     def _remaining(self) -> Batch:
         p = self._pending

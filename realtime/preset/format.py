@@ -3,7 +3,10 @@
 A preset is a folder (``sidl.export.preset`` writes one, ``sidl.realtime.preset.model`` opens one)::
 
     preset.json   manifest (schema_version, codec, atoms, k, meter prior, corpus + license, metrics,
-                  and a sha256 for each file below, checked at every load)
+                  and a sha256 for each file below, checked at every load). Schema 1: atoms pinned
+                  in pitch, idx = atom. Schema 2 (atoms.kind "piano-shapes"): idx packs shape, step,
+                  transposition and note length (sidl.training.shape_pursuit), and a code position
+                  is decoded with the whole window (note lengths cross beats)
     encoder.onnx  x (steps, channels) float32, k () int64 -> idx, val (k, positions)
     decoder.onnx  idx, val (k, positions) -> y (steps, channels) float32
     prior.npz     usage (n_atoms, positions_per_bar) f16, scale (n_atoms,) f16,
@@ -26,7 +29,10 @@ import numpy as np
 from ..codec.files import NPZ_ERRORS
 from ..codec.spec import KNOWN_CODECS, LIVE_CODECS, Codec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1            # atoms pinned in pitch (drums, and piano presets made before issue #10)
+SHAPES_SCHEMA_VERSION = 2     # piano shapes placed at any pitch and step (atoms.kind == SHAPES_KIND)
+SHAPES_KIND = "piano-shapes"
+READ_VERSIONS = (SCHEMA_VERSION, SHAPES_SCHEMA_VERSION)
 PRESET_FILES = ("encoder.onnx", "decoder.onnx", "prior.npz", "atoms.mid", "atoms.png")
 MANIFEST = "preset.json"
 MAX_MEMBER_BYTES = 100 * 10**6                  # a preset file is a few MB at most; installs refuse more
@@ -66,9 +72,21 @@ def read_manifest(folder: Path, label: str | None = None) -> dict:
     if not isinstance(manifest, dict):
         raise PresetError(label, "preset.json is not a JSON object")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise PresetError(label, f"unknown schema version {version!r} (this sidl reads {SCHEMA_VERSION})")
+    if version not in READ_VERSIONS:
+        raise PresetError(label, f"unknown schema version {version!r} (this sidl reads "
+                                 f"{' and '.join(map(str, READ_VERSIONS))})")
+    kind = atoms_kind(manifest)
+    if (version == SHAPES_SCHEMA_VERSION) != (kind == SHAPES_KIND):
+        raise PresetError(label, f"schema version {version} does not hold atoms of kind {kind!r} "
+                                 f"(schema {SHAPES_SCHEMA_VERSION} is {SHAPES_KIND!r}, schema {SCHEMA_VERSION} "
+                                 f"has no kind): re-export the preset with `sidl export RUN`")
     return manifest
+
+
+def atoms_kind(manifest: dict):
+    """The manifest's atoms.kind: None for pinned atoms (schema 1), SHAPES_KIND for piano shapes."""
+    atoms = manifest.get("atoms")
+    return atoms.get("kind") if isinstance(atoms, dict) else None
 
 
 def manifest_codec(manifest: dict, label: str) -> Codec:

@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ..codec.spec import Codec
-from .format import (PresetError, manifest_codec, read_manifest, read_prior,
-                                         read_verified, whole_number)
+from .format import (SHAPES_KIND, PresetError, atoms_kind, manifest_codec, read_manifest, read_prior,
+                     read_verified, whole_number)
 
 MAX_BINDINGS = 32                              # per thread; live uses a handful of shapes
 MAX_SEEN_POSITIONS = 8192                      # decoded code positions kept (~4 kB each for piano)
@@ -86,6 +86,9 @@ class Preset:
     atom_scale: np.ndarray                   # (n_atoms,) float32, typical value of each atom
     encoder: ort.InferenceSession = field(repr=False)
     decoder: ort.InferenceSession = field(repr=False)
+    # shapes presets: code of each shape at its typical key and length, one beat long; a code
+    # entry idx < n_atoms stands for it (what generate stitches), larger ones are placements
+    typical_code: np.ndarray | None = field(default=None, repr=False)
     _bound: threading.local = field(default_factory=threading.local, repr=False, init=False)
     # Decoded code positions, by (atom, amplitude) pairs (see decode_bar): shared by threads, as
     # dict reads and writes are atomic and entries never change.
@@ -93,12 +96,13 @@ class Preset:
     _seen: dict = field(default_factory=dict, repr=False, init=False)
 
     @property
-    def k_live(self) -> int:
-        return self.k
-
-    @property
     def n_atoms(self) -> int:
         return len(self.atom_scale)
+
+    @property
+    def shapes(self) -> bool:
+        """Piano shapes placed at any pitch (schema 2): a code entry packs shape, step, key and length."""
+        return atoms_kind(self.manifest) == SHAPES_KIND
 
     def _binding(self, graph: str, shape: tuple) -> BoundRun:
         """This thread's binding of ``graph`` for one code shape (k, positions), made on first use."""
@@ -143,6 +147,8 @@ class Preset:
         positions, k = idx.shape
         if k == 0 or positions == 0:
             return np.zeros((positions * self.stride, self.codec.channels), np.float32)
+        if self.shapes and np.any((idx >= self.n_atoms) & (val != 0)):
+            return self.run_decoder(idx, val)    # played shapes hold into later beats: decode as one
         # A position's key: its (atom, amplitude) pairs in slot order, empty slots left out (they
         # add exactly 0.0 to the sum, so the output does not depend on them).
         keys = [tuple((i, v) for i, v in zip(ir, vr) if v) for ir, vr in zip(idx.tolist(), val.tolist())]
@@ -161,6 +167,8 @@ class Preset:
     def run_decoder(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         """The decoder graph itself on (positions, k) codes, nothing reused (``decode_bar`` reuses)."""
         run = self._binding("decoder", (idx.shape[1], idx.shape[0]))
+        if self.shapes:
+            idx = np.where(idx < self.n_atoms, self.typical_code[np.clip(idx, 0, self.n_atoms - 1)], idx)
         np.copyto(run.inputs["idx"], idx.T)
         np.copyto(run.inputs["val"], val.T)
         run.run()
@@ -187,8 +195,9 @@ def open_preset(folder: Path, label: str) -> Preset:
     usage, transitions, scale = read_prior(data["prior.npz"], n_atoms, codec.steps_per_bar // length, label)
     enc = open_session(data["encoder.onnx"], "encoder.onnx", label, ("x", "k"), ("idx", "val"))
     dec = open_session(data["decoder.onnx"], "decoder.onnx", label, ("idx", "val"), ("y",))
+    typical = shape_codes(data["prior.npz"], n_atoms, label) if atoms.get("kind") == SHAPES_KIND else None
     preset = Preset(str(manifest.get("name") or folder.name), folder, manifest, codec, k_max, k_live,
-                    length, usage, transitions, scale, enc, dec)
+                    length, usage, transitions, scale, enc, dec, typical)
     try:   # one silent bar through both graphs: checks them and warms them up for the first real bar
         preset.decode_bar(*preset.encode_bar(np.zeros((codec.steps_per_bar, codec.channels), np.float32)))
         preset._decode_every_atom()
@@ -196,3 +205,12 @@ def open_preset(folder: Path, label: str) -> Preset:
         raise PresetError(label, f"its graphs do not run ({' '.join(str(e).split())[:160]})") from e
     return preset
 
+
+def shape_codes(prior: bytes, n_atoms: int, label: str) -> np.ndarray:
+    """prior.npz's typical_code (n_atoms,) int64 of a shapes preset (read_prior has checked the file)."""
+    import io
+    with np.load(io.BytesIO(prior), allow_pickle=False) as z:
+        code = z["typical_code"] if "typical_code" in z.files else None
+    if code is None or code.shape != (n_atoms,) or code.dtype.kind not in "iu" or np.any(code < n_atoms):
+        raise PresetError(label, "prior.npz has no valid typical_code for its shapes")
+    return code.astype(np.int64)

@@ -1,0 +1,531 @@
+"""MIDI through JACK to the frame: the JACK-Client package's ports, for ``--backend jack``.
+
+python-rtmidi's JACK backend writes every outgoing message at frame 0 of the next cycle and stamps
+incoming ones with the cycle's time, so timing there is only as good as a period (1.3 ms at 64
+frames, 5.3 ms at 256). Here every event keeps its frame:
+
+* incoming events are stamped in JACK's process callback with their absolute frame
+  (``last_frame_time`` + the event's offset in the cycle), and ``poll()`` turns each frame into a
+  ``perf_counter()`` second through the process's ``FrameClock``;
+* outgoing messages are queued by the scheduler a little ahead (``lead_s``) with their due frame
+  (the same ``FrameClock``, the other way); the process callback writes each at its offset within
+  the cycle that contains that frame.
+
+The ``FrameClock`` is a straight line, frames <-> seconds, that moves only slowly. A MIDI clock whose
+ticks sit exactly 1000 frames apart (``jack_midi_clock`` at 120 BPM, 48 kHz) is then stamped on an
+exact line too, the clock follower fits it without residue, and the notes it predicts go back to
+the frames the ticks implied. JACK's own frames -> time map (``jack_frames_to_time``, its DLL) is not
+used: on a dummy server under load it bends by a millisecond and more within seconds (measured:
+ticks 1000 frames apart, stamped through it, left a 2-second line by 0.8 ms p99). The line is
+fitted to when the process callbacks actually run (their earliest), so it stays on wall time.
+
+The lead is a period, a margin, and how far ahead of the line JACK runs a cycle (a cycle must have
+its events before it runs): held from what the output callback measures each cycle.
+
+The process callback runs on JACK's real-time thread. It only copies bytes between JACK's port
+buffer and a preallocated ring of fixed slots (one writer, one reader, no lock: the indices are
+plain integers that only their owner side advances, and the GIL orders them), notes when it ran,
+and never logs. It does need the GIL: we shorten the interpreter's switch interval so that a busy
+Python thread hands it over within a fraction of a period instead of the default 5 ms.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from .ports import VIRTUAL_IN, VIRTUAL_OUT, PortError, match_port
+
+SLOTS = 4096              # events either ring holds (a power of two); a dense bar of clock + notes is ~200
+SLOT_BYTES = 256          # longest message kept (longer sysex in is dropped and counted: nothing here reads it)
+LEAD_MARGIN_S = 0.0015    # queued this long before its cycle begins: the send thread's wake-up slack
+EARLY_WINDOW = 1024       # cycles over which the callback's earliest run is held (1.4 s at 64 frames)
+REFRESH_S = 0.5           # how often the frame clock's line is brought closer to the callbacks' times
+FIRST_S = 0.1             # the line starts from this long of callbacks (the first port waits for them)
+STEP_S = 20e-6            # it moves at most this much a refresh at the current frame...
+STEP_RATE = 1e-5          # ...and its slope at most this fraction: changes a tick fit absorbs
+HISTORY = 40              # refreshes (20 s) of callback-time points the line is fitted to
+EARLY_Q = 10              # a refresh's point: this percentile of how late after the line callbacks ran
+DRAIN_S = 0.2             # an output being closed waits this long at most for JACK to take its queue
+SWITCH_INTERVAL_S = 0.0002  # longest a Python thread keeps the GIL while JACK's thread waits for it
+_MASK = SLOTS - 1
+_U32, _HALF = 0xFFFFFFFF, 0x80000000
+
+_CDEF = """
+typedef uint32_t jack_nframes_t;
+typedef unsigned char jack_midi_data_t;
+typedef struct _jack_client jack_client_t;
+typedef struct _jack_port jack_port_t;
+typedef struct { jack_nframes_t time; size_t size; jack_midi_data_t *buffer; } jack_midi_event_t;
+jack_nframes_t jack_last_frame_time(const jack_client_t *client);
+jack_port_t *jack_port_by_name(jack_client_t *client, const char *port_name);
+void *jack_port_get_buffer(jack_port_t *port, jack_nframes_t frames);
+uint32_t jack_midi_get_event_count(void *port_buffer);
+int jack_midi_event_get(jack_midi_event_t *event, void *port_buffer, uint32_t event_index);
+void jack_midi_clear_buffer(void *port_buffer);
+int jack_midi_event_write(void *port_buffer, jack_nframes_t time, const jack_midi_data_t *data, size_t data_size);
+"""
+_ffi = None                # cffi (a JACK-Client dependency) and libjack, bound on first use
+_lib = None
+
+
+def _jack():
+    """The JACK-Client module and our own binding of the few libjack calls it does not wrap."""
+    global _ffi, _lib
+    try:
+        import cffi
+        import jack
+    except (ImportError, OSError) as e:        # JACK-Client missing, or libjack not installed
+        raise PortError(f"the JACK backend needs the JACK-Client package and libjack ({e}); "
+                        f"or use --backend rtmidi-jack") from e
+    if _lib is None:
+        import ctypes.util
+        ffi = cffi.FFI()
+        ffi.cdef(_CDEF)
+        try:
+            _lib = ffi.dlopen("libjack.so.0")
+        except OSError:
+            _lib = ffi.dlopen(ctypes.util.find_library("jack") or "libjack")
+        _ffi = ffi
+    return jack
+
+
+def available() -> bool:
+    """Does JACK-Client import here (it loads libjack)?"""
+    try:
+        _jack()
+        return True
+    except PortError:
+        return False
+
+
+class _Runs:
+    """When one client's process callback ran: (cycle start frame, perf_counter s), written there."""
+
+    def __init__(self):
+        self.frames = _ffi.new("uint32_t[]", SLOTS)
+        self.times = _ffi.new("double[]", SLOTS)
+        self.head = 0
+        self.tail = 0
+
+
+class FrameClock:
+    """``perf_counter()`` seconds <-> JACK frames (uint32, wrapping) of one server, on a slow line.
+
+    Our ports' callbacks record when they ran (``_Runs``); ``refresh`` (from the ports' own threads,
+    never JACK's) reads that and moves the line by at most ``STEP_S`` and ``STEP_RATE`` a refresh, so
+    conversions made a bar apart still agree to microseconds. It starts at the nominal sample rate
+    through the earliest of the first callbacks: a driver's cycles wake on its own timeline at that
+    rate, late under load but never early, and a dummy driver that falls too far behind starts its
+    timeline again later (a jump the line follows at ``STEP_S`` a refresh; the lead covers the rest).
+    """
+
+    def __init__(self, rate: float):
+        self.nominal = float(rate)
+        self.line: tuple[int, float, float] | None = None   # (anchor frame, its seconds, seconds per frame)
+        self.sources: list[_Runs] = []
+        self._lock = threading.Lock()     # refresh only (the ports' threads); JACK's thread never takes it
+        self._next = 0.0
+        self._first: tuple[list[int], list[float]] = ([], [])   # cycles seen before the line starts
+        self._points: list[tuple[int, float]] = []     # (frame, earliest callback seconds) per refresh
+
+    def ready(self) -> bool:
+        return self.line is not None
+
+    def unwrap(self, frame: int) -> int:
+        f0 = self.line[0]
+        d = (frame - f0) & _U32
+        return f0 + (d - (1 << 32) if d >= _HALF else d)
+
+    def time_of(self, frame: int) -> float:
+        f0, t0, spf = self.line
+        d = (frame - f0) & _U32
+        return t0 + ((d - (1 << 32)) if d >= _HALF else d) * spf
+
+    def frame_of(self, t: float) -> int:
+        f0, t0, spf = self.line
+        return round(f0 + (t - t0) / spf) & _U32
+
+    def maybe_refresh(self, now: float) -> None:
+        if now >= self._next:
+            self.refresh(now)
+
+    def wait_ready(self, timeout_s: float = 2.0) -> None:
+        deadline = time.perf_counter() + timeout_s
+        while self.line is None:
+            if time.perf_counter() > deadline:
+                raise PortError("JACK runs no process cycles for sidl (is the server stuck?)")
+            time.sleep(0.01)
+            self.refresh(time.perf_counter())
+
+    def refresh(self, now: float) -> None:
+        import numpy as np
+        if not self._lock.acquire(blocking=False):
+            return                        # the other thread is at it
+        try:
+            self._next = now + REFRESH_S
+            frames, times = [], []
+            for src in list(self.sources):
+                head, tail = src.head, src.tail
+                if head - tail > SLOTS:
+                    tail = head - SLOTS
+                for i in range(tail, head):
+                    frames.append(src.frames[i & _MASK])
+                    times.append(src.times[i & _MASK])
+                src.tail = head
+            if not frames:
+                return
+            if self.line is None:         # the first cycles: the nominal rate, through the earliest
+                first_f, first_t = self._first
+                first_f += frames
+                first_t += times
+                if first_t[-1] - first_t[0] < FIRST_S:
+                    self._next = now      # (not yet: look again at the next call)
+                    return
+                self.line = (first_f[-1], first_t[-1], 1.0 / self.nominal)
+                self.line = (first_f[-1], first_t[-1] + min(t - self.time_of(fr) for fr, t in zip(first_f, first_t)),
+                             1.0 / self.nominal)
+                self._first = ([], [])
+                return
+            f = np.array([self.unwrap(x) for x in frames], np.float64)
+            late = np.array(times) - np.array([self.time_of(x) for x in frames])
+            k = int(np.argmin(np.abs(late - np.percentile(late, EARLY_Q))))
+            self._points = (self._points + [(int(f[k]), float(times[k]))])[-HISTORY:]
+            f0, t0, spf = self.line
+            fn = int(f[-1])                                   # re-anchor at the newest cycle
+            tn = t0 + (fn - f0) * spf
+            if len(self._points) >= 3:
+                pf = np.array([p[0] for p in self._points], np.float64) - fn
+                pt = np.array([p[1] for p in self._points])
+                slope, at = np.polyfit(pf, pt, 1)             # the callbacks' line, at fn
+            else:
+                slope, at = spf, tn + float(np.percentile(late, EARLY_Q))
+            slope = min(max(slope, spf * (1 - STEP_RATE)), spf * (1 + STEP_RATE))
+            at = min(max(at, tn - STEP_S), tn + STEP_S)
+            self.line = (fn, at, slope)
+        finally:
+            self._lock.release()
+
+
+_clocks: dict[str, FrameClock] = {}
+
+
+def _clock_for(rate: float) -> FrameClock:
+    """One frame clock per JACK server in this process: every port converts on the same line."""
+    import os
+    server = os.environ.get("JACK_DEFAULT_SERVER", "default")
+    clock = _clocks.get(server)
+    if clock is None or clock.nominal != rate:
+        clock = _clocks[server] = FrameClock(rate)
+    return clock
+
+
+class _Ring:
+    """Fixed slots of encoded bytes with their frames: written by one side, read by the other."""
+
+    def __init__(self):
+        self.data = _ffi.new("unsigned char[]", SLOTS * SLOT_BYTES)
+        self.slot = [self.data + i * SLOT_BYTES for i in range(SLOTS)]   # made once: no cdata per event
+        self.frames = _ffi.new("uint32_t[]", SLOTS)
+        self.sizes = _ffi.new("uint32_t[]", SLOTS)
+        self.head = 0                # events written so far (only the writer moves it)
+        self.tail = 0                # events read so far (only the reader moves it)
+
+
+class _JackPort:
+    """One JACK client with one MIDI port of ours, optionally connected to an existing port."""
+
+    def __init__(self, client_name: str, own_name: str, is_input: bool):
+        jack = _jack()
+        try:
+            self._client = jack.Client(client_name, no_start_server=True)
+        except jack.JackError as e:
+            raise PortError(f"cannot open a JACK client {client_name!r}: {e}") from e
+        ports = self._client.midi_inports if is_input else self._client.midi_outports
+        self._port = ports.register(own_name)
+        self.own = self._port.name                        # "sidl-in:sidl in"
+        self._cptr = _ffi.cast("jack_client_t *", int(jack._ffi.cast("uintptr_t", self._client._ptr)))
+        self._pptr = _lib.jack_port_by_name(self._cptr, self.own.encode())
+        self.clock = _clock_for(self._client.samplerate)
+        self.period_s = self._client.blocksize / self._client.samplerate
+        self.ring = _Ring()
+        self._runs = _Runs()
+        self.xruns = 0
+        self._shut = False
+        self._client.set_shutdown_callback(self._on_shutdown)
+        self._client.set_xrun_callback(self._on_xrun)
+        self._client.set_process_callback(self._process)
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self._client.activate()
+        self.clock.sources.append(self._runs)
+        self.target: str | None = None
+        self.gone: float | None = None       # perf_counter s since the connected port is missing
+        self.reconnects = 0
+        self._jack = jack
+        try:
+            self.clock.wait_ready()
+        except PortError:
+            self.close()
+            raise
+
+    def _ran(self, start: int, now: float) -> None:
+        """(JACK's thread) note when this cycle ran, for the frame clock."""
+        runs = self._runs
+        h = runs.head
+        runs.frames[h & _MASK] = start
+        runs.times[h & _MASK] = now
+        runs.head = h + 1
+
+    def _on_shutdown(self, status, reason) -> None:
+        self._shut = True
+
+    def _on_xrun(self, delay_usecs) -> None:
+        self.xruns += 1
+
+    def connect(self, match: str, direction: str) -> None:
+        """Connect our port to the existing port that ``match`` names (see ``ports.match_port``)."""
+        others = self._client.get_ports(is_midi=True, is_output=direction == "input",
+                                        is_input=direction == "output")
+        names = [p.name for p in others if not p.name.startswith(self._client.name + ":")]
+        self.target = match_port(match, names, direction)
+        self._match, self._direction = match, direction
+        try:
+            if direction == "input":
+                self._client.connect(self.target, self.own)
+            else:
+                self._client.connect(self.own, self.target)
+        except self._jack.JackError as e:
+            raise PortError(f"cannot connect to JACK port {self.target!r}: {e}") from e
+
+    def alive(self) -> bool:
+        """False once the JACK server has gone. The port we connected to may vanish (a DAW
+        restarted, an interface unplugged): then ``gone`` holds since when, and each call looks for
+        a port matching the name given at open and connects to it again (the engine asks every
+        0.25 s, so it plays again within that of the port reappearing)."""
+        if self._shut:
+            return False
+        if self.target is None:
+            return True
+        if self.gone is None:
+            try:
+                self._client.get_port_by_name(self.target)
+                return True
+            except self._jack.JackError:
+                self.gone = time.perf_counter()
+        try:
+            self.connect(self._match, self._direction)
+            self.gone = None
+            self.reconnects += 1
+        except PortError:
+            pass                             # not back yet
+        return True
+
+    def close(self) -> None:
+        """Close the client; an output first lets JACK take what is queued (the note-offs of a
+        panic sent just before), for up to ``DRAIN_S``."""
+        deadline = time.perf_counter() + DRAIN_S
+        while not self._shut and self.ring.tail != self.ring.head and isinstance(self, JackMidiOutput) \
+                and time.perf_counter() < deadline:
+            time.sleep(0.002)
+        if self._runs in self.clock.sources:
+            self.clock.sources.remove(self._runs)
+        if not self._shut:
+            try:
+                self._client.deactivate()
+            except self._jack.JackError:
+                pass
+        self._client.close()
+
+
+class JackMidiInput(_JackPort):
+    """An input port polled like ``ports.MidiInput``: ``poll()`` -> ``[(perf_counter s, [bytes])]``,
+    each stamped with its own frame. ``latency_s`` is 0: the stamp is the frame's time itself."""
+
+    latency_s = 0.0
+
+    def __init__(self, client_name: str):
+        self.lost = 0                # events dropped: the ring full, or a sysex too long
+        _jack()
+        self._event = _ffi.new("jack_midi_event_t *")
+        super().__init__(client_name, VIRTUAL_IN, is_input=True)
+        self.name = self.own
+
+    def _process(self, nframes: int) -> None:
+        # JACK's real-time thread: copy events into the ring, nothing else.
+        start = _lib.jack_last_frame_time(self._cptr)
+        self._ran(start, time.perf_counter())
+        buf = _lib.jack_port_get_buffer(self._pptr, nframes)
+        n = _lib.jack_midi_get_event_count(buf)
+        if not n:
+            return
+        ring, ev = self.ring, self._event
+        head = ring.head
+        for i in range(n):
+            if _lib.jack_midi_event_get(ev, buf, i):
+                break
+            size = ev.size
+            if size > SLOT_BYTES or head - ring.tail >= SLOTS:
+                self.lost += 1
+                continue
+            s = head & _MASK
+            _ffi.memmove(ring.slot[s], ev.buffer, size)
+            ring.frames[s] = (start + ev.time) & _U32
+            ring.sizes[s] = size
+            head += 1
+        ring.head = head
+
+    def poll(self) -> list[tuple[float, list[int]]]:
+        self.clock.maybe_refresh(time.perf_counter())
+        ring = self.ring
+        tail, head = ring.tail, ring.head
+        if tail == head:
+            return []
+        time_of, unpack = self.clock.time_of, _ffi.unpack
+        got = []
+        while tail != head:
+            s = tail & _MASK
+            got.append((time_of(ring.frames[s]), list(unpack(ring.slot[s], ring.sizes[s]))))
+            tail += 1
+        ring.tail = tail
+        return got
+
+
+class JackMidiOutput(_JackPort):
+    """An output like ``ports.MidiOutput`` that also takes due times: ``send_at(msg, t)``.
+
+    The scheduler calls ``send_at`` ``lead_s`` before ``t`` (the callback for the cycle holding
+    ``t``'s frame runs up to a period before ``t``); ``send``/``send_bytes`` mean "now". The ring
+    stays in frame order (JACK requires it): a message never goes before one queued earlier, so a
+    panic's note-offs always follow the note-ons already queued. One thread sends at a time (the
+    scheduler's, under its lock); a lock here, never taken by JACK's thread, covers any other caller.
+    """
+
+    latency_s = 0.0
+
+    def __init__(self, client_name: str):
+        self.late = 0                # events whose frame had passed when their cycle came (sent at once)
+        self._last = None            # frame of the last message queued
+        self._early = [0.0, 0.0]     # the callback's earliest run before its cycle's time: this window, the last
+        self._cycles = 0
+        self._send_lock = threading.Lock()
+        super().__init__(client_name, VIRTUAL_OUT, is_input=False)
+        self.name = self.own
+
+    @property
+    def lead_s(self) -> float:
+        """How long before its time the scheduler hands a message over (read before each hand-over)."""
+        return self.period_s + LEAD_MARGIN_S + max(self._early)
+
+    def send(self, msg) -> None:
+        self._queue(msg.bytes(), None)
+
+    def send_bytes(self, data: list[int]) -> None:
+        """Raw bytes, unchecked, now."""
+        self._queue(data, None)
+
+    def send_at(self, msg, t: float) -> None:
+        """Queue ``msg`` for perf_counter second ``t`` (its frame)."""
+        self._queue(msg.bytes(), t)
+
+    def _queue(self, data, t: float | None) -> None:
+        if self._shut:
+            raise PortError("the JACK server has shut down")
+        size = len(data)
+        if not 0 < size <= SLOT_BYTES:
+            raise PortError(f"cannot send a MIDI message of {size} bytes through JACK (at most {SLOT_BYTES})")
+        now = time.perf_counter()
+        clock = self.clock
+        clock.maybe_refresh(now)
+        ring = self.ring
+        with self._send_lock:
+            frame = clock.frame_of(now if t is None else t)
+            if self._last is not None and (frame - self._last) & _U32 >= _HALF:
+                frame = self._last                       # never before what is queued already
+            head = ring.head
+            if head - ring.tail >= SLOTS:
+                raise PortError("JACK is not taking MIDI from sidl (its output queue is full)")
+            s = head & _MASK
+            _ffi.memmove(ring.slot[s], bytes(data), size)
+            ring.frames[s] = frame
+            ring.sizes[s] = size
+            self._last = frame
+            ring.head = head + 1
+
+    def _process(self, nframes: int) -> None:
+        # JACK's real-time thread: write the events due in this cycle at their offsets, nothing else.
+        start = _lib.jack_last_frame_time(self._cptr)
+        now = time.perf_counter()
+        self._ran(start, now)
+        line = self.clock.line
+        if line is not None:
+            d = (start - line[0]) & _U32
+            early = line[1] + (d - (1 << 32) if d >= _HALF else d) * line[2] - now
+            held = self._early
+            if early > held[0]:
+                held[0] = early
+        self._cycles += 1
+        if not self._cycles & (EARLY_WINDOW - 1):
+            held = self._early
+            held[1], held[0] = held[0], 0.0
+        buf = _lib.jack_port_get_buffer(self._pptr, nframes)
+        _lib.jack_midi_clear_buffer(buf)
+        ring = self.ring
+        tail, head = ring.tail, ring.head
+        if tail == head:
+            return
+        frames, sizes, slot, write = ring.frames, ring.sizes, ring.slot, _lib.jack_midi_event_write
+        floor = 0
+        while tail != head:
+            s = tail & _MASK
+            offset = (frames[s] - start) & _U32
+            if offset >= _HALF:                          # its frame has passed: now, counted late
+                offset = floor
+                self.late += 1
+            elif offset >= nframes:                      # a later cycle's (the ring is in frame order)
+                break
+            elif offset < floor:
+                offset = floor
+            if write(buf, offset, slot[s], sizes[s]):    # the port buffer is full: the rest next cycle
+                break
+            floor = offset
+            tail += 1
+        ring.tail = tail
+
+
+def open_input(match: str | None = None, client_name: str = "sidl-in") -> JackMidiInput:
+    port = JackMidiInput(client_name)
+    try:
+        if match is not None:
+            port.connect(match, "input")
+            port.name = port.target
+    except Exception:
+        port.close()
+        raise
+    return port
+
+
+def open_output(match: str | None = None, client_name: str = "sidl-out") -> JackMidiOutput:
+    port = JackMidiOutput(client_name)
+    try:
+        if match is not None:
+            port.connect(match, "output")
+            port.name = port.target
+    except Exception:
+        port.close()
+        raise
+    return port
+
+
+def list_ports() -> tuple[list[str], list[str]]:
+    """(ports we can read from, ports we can send to) on the running JACK server."""
+    jack = _jack()
+    try:
+        client = jack.Client("sidl-list", no_start_server=True)
+    except jack.JackError as e:
+        raise PortError(f"cannot open a JACK client: {e}") from e
+    try:
+        return ([p.name for p in client.get_ports(is_midi=True, is_output=True)],
+                [p.name for p in client.get_ports(is_midi=True, is_input=True)])
+    finally:
+        client.close()

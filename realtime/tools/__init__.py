@@ -1,0 +1,1 @@
+"""sidl on MIDI files: the file tools (reconstruct, simplify, clean, compress, generate, ...)."""
