@@ -261,6 +261,10 @@ class MidiOutput:
         return _alive(self)
 
     def close(self) -> None:
+        # rtmidi's JACK port writes what it was sent at the next process cycle: wait for a few
+        # cycles first, or the last note-offs (a stop's silencing) are deleted with the port.
+        if self.api == "UNIX_JACK":
+            time.sleep(max(0.02, 8 * self.latency_s))
         self._rt.close_port()
         self._rt.delete()
 
