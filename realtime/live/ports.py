@@ -16,7 +16,6 @@ Every failure a user can cause or fix is a ``PortError`` with a one-line message
 """
 from __future__ import annotations
 
-import collections
 import ctypes
 import functools
 import math
@@ -38,7 +37,7 @@ JACK_API = "JACK"
 BACKENDS = {"jack": JACK_API, "rtmidi-jack": "UNIX_JACK", "alsa": "LINUX_ALSA", "coremidi": "MACOSX_CORE",
             "winmm": "WINDOWS_MM"}
 MIDO_PREFIX = "mido.backends.rtmidi/"
-ORIGIN_WINDOW_S = 0.5     # input timestamps re-anchor on the polls of this window
+ORIGIN_DRIFT = 0.004      # how fast input timestamps may re-anchor on a drifting sample clock (0.4%)
 INPUT_QUEUE = 4096        # messages rtmidi holds between polls (a bar of dense clock + notes is ~200)
 
 
@@ -219,7 +218,7 @@ class MidiInput:
         rt.ignore_types(sysex=False, timing=False, active_sense=False)
         self._since_first = -1.0     # seconds from the first message to the last, summed deltas
         self._origin = math.inf      # perf_counter time of the first message: best bound so far
-        self._bounds: collections.deque = collections.deque()   # (poll time, bound on the origin)
+        self._last_poll = 0.0        # perf_counter time of the last poll that got messages
 
     def poll(self) -> list[tuple[float, list[int]]]:
         get = self._rt.get_message
@@ -230,16 +229,17 @@ class MidiInput:
             got.append((self._since_first, data))
         if not got:
             return got
-        # Each message arrived before this poll, so origin <= now - since_first: keep the tightest
-        # bound of the last ORIGIN_WINDOW_S. A window, not all time: the backend's delta times run on
-        # its own sample clock, which can drift from perf_counter (a dummy JACK server on a busy VM
-        # ran 0.3% slow), and an all-time bound then stamps every later message later and later.
+        # Each message arrived before this poll, so origin <= now - since_first: the tightest bound
+        # wins. The backend's delta times run on its own sample clock, which can drift from
+        # perf_counter (a dummy JACK server on a busy VM ran 0.3% slow): then the bounds rise, and
+        # the origin follows them up, by at most ORIGIN_DRIFT of the time since the last poll.
         now = time.perf_counter()
-        bounds = self._bounds
-        bounds.append((now, now - self._since_first))
-        while bounds[0][0] < now - ORIGIN_WINDOW_S:
-            bounds.popleft()
-        self._origin = min(b for _, b in bounds)
+        bound = now - self._since_first
+        if bound < self._origin or self._origin == math.inf:
+            self._origin = bound
+        else:
+            self._origin = min(bound, self._origin + ORIGIN_DRIFT * (now - self._last_poll))
+        self._last_poll = now
         base = self._origin - self.latency_s
         return [(base + s, data) for s, data in got]
 
