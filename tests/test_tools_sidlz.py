@@ -26,24 +26,21 @@ def parse_documented(data: bytes) -> dict:
     (nm,) = struct.unpack_from("<H", body, at); at += 2
     meters = [struct.unpack_from("<IBB", body, at + 6 * i) for i in range(nm)]; at += 6 * nm
     (ne,) = struct.unpack_from("<I", body, at); at += 4
-    gaps = []
-    for _ in range(ne):
-        v = shift = 0
-        while True:
-            b = body[at]; at += 1
-            v |= (b & 0x7F) << shift; shift += 7
-            if not b & 0x80:
-                break
-        gaps.append(v)
-    atoms = []
-    for _ in range(ne):
-        v = shift = 0
-        while True:
-            b = body[at]; at += 1
-            v |= (b & 0x7F) << shift; shift += 7
-            if not b & 0x80:
-                break
-        atoms.append(v)
+    def varints(at):
+        """``ne`` variable-length numbers (LEB128: low 7 bits first) from ``at``, written here from
+        the documented layout, not from the module under test."""
+        out = []
+        for _ in range(ne):
+            v = shift = 0
+            while True:
+                b = body[at]; at += 1
+                v |= (b & 0x7F) << shift; shift += 7
+                if not b & 0x80:
+                    break
+            out.append(v)
+        return out, at
+    gaps, at = varints(at)
+    atoms, at = varints(at)
     values = struct.unpack_from(f"<{ne}b", body, at); at += ne
     assert at == len(body)
     return dict(version=version, flags=flags, name=name, fingerprint=fingerprint, tpb=tpb, channel=channel,

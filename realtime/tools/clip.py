@@ -116,7 +116,8 @@ def bar_starts(clip: Clip, length_beats: float) -> np.ndarray:
     return np.asarray(starts or [0.0])
 
 
-def _varint(v: int) -> bytes:
+def varint(v: int) -> bytes:
+    """A MIDI variable-length quantity (delta times, sysex lengths)."""
     out = [v & 0x7F]
     v >>= 7
     while v:
@@ -129,7 +130,7 @@ def raw_event(msg) -> bytes:
     """A message as it is stored in a track (after its delta time)."""
     if msg.type == "sysex":
         data = bytes(msg.data) + b"\xf7"
-        return b"\xf0" + _varint(len(data)) + data
+        return b"\xf0" + varint(len(data)) + data
     return bytes(msg.bytes())
 
 
@@ -141,7 +142,7 @@ def smf_bytes(tracks: list, ticks_per_beat: int, midi_type: int = 1) -> bytes:
     for events in tracks:
         body, now = [], 0
         for tick, raw in events:
-            body.append(_varint(tick - now))
+            body.append(varint(tick - now))
             body.append(raw)
             now = tick
         body.append(b"\x00\xff\x2f\x00")

@@ -18,16 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from .clip import varint
+
 CASE_LIMIT_S = 20.0
-
-
-def _varint(v: int) -> bytes:
-    out = [v & 0x7F]
-    v >>= 7
-    while v:
-        out.append(0x80 | (v & 0x7F))
-        v >>= 7
-    return bytes(reversed(out))
 
 
 def midi_files():
@@ -37,29 +30,29 @@ def midi_files():
     small = st.integers(0, 127)
     delta = st.one_of(st.integers(0, 480), st.integers(0, 0x0FFFFFFF), st.just(0))
     channel = st.one_of(st.just(9), st.integers(0, 15))
-    note = st.builds(lambda d, kind, ch, p, v: _varint(d) + bytes((kind | ch, p, v)),
+    note = st.builds(lambda d, kind, ch, p, v: varint(d) + bytes((kind | ch, p, v)),
                      delta, st.sampled_from((0x80, 0x90, 0x90, 0x90)), channel,
                      st.one_of(st.sampled_from((36, 38, 42, 46, 49, 51, 60, 64, 67)), small), small)
-    running = st.builds(lambda d, a, b: _varint(d) + bytes((a, b)), delta, small, small)
-    other = st.builds(lambda d, s, a, b: _varint(d) + bytes((s, a, b)), delta,
+    running = st.builds(lambda d, a, b: varint(d) + bytes((a, b)), delta, small, small)
+    other = st.builds(lambda d, s, a, b: varint(d) + bytes((s, a, b)), delta,
                       st.sampled_from((0xA0, 0xB0, 0xB9, 0xC0, 0xD0, 0xE0, 0xB0)), small, small)
-    tempo = st.builds(lambda d, n, body: _varint(d) + b"\xff\x51" + bytes((n,)) + body, delta,
+    tempo = st.builds(lambda d, n, body: varint(d) + b"\xff\x51" + bytes((n,)) + body, delta,
                       st.sampled_from((3, 3, 3, 0, 1, 5)),
                       st.one_of(st.binary(min_size=3, max_size=3), st.just(b"\x00\x00\x00"),
                                 st.just(b"\x00\x00\x01"), st.just(b"\xff\xff\xff")))
-    meter = st.builds(lambda d, n, num, den: _varint(d) + b"\xff\x58" + bytes((n, num, den, 24, 8)), delta,
+    meter = st.builds(lambda d, n, num, den: varint(d) + b"\xff\x58" + bytes((n, num, den, 24, 8)), delta,
                       st.sampled_from((4, 4, 2, 0, 7)), st.integers(0, 255), st.integers(0, 255))
-    sysex = st.builds(lambda d, n, junk, end: _varint(d) + b"\xf0" + _varint(n) + junk + end, delta,
+    sysex = st.builds(lambda d, n, junk, end: varint(d) + b"\xf0" + varint(n) + junk + end, delta,
                       st.integers(0, 300), st.binary(max_size=40), st.sampled_from((b"\xf7", b"")))
-    meta = st.builds(lambda d, t, n, body: _varint(d) + bytes((0xFF, t)) + _varint(n) + body, delta,
+    meta = st.builds(lambda d, t, n, body: varint(d) + bytes((0xFF, t)) + varint(n) + body, delta,
                      st.integers(0, 127), st.integers(0, 1000), st.binary(max_size=20))
     junk = st.binary(min_size=1, max_size=8)
     eot = st.just(b"\x00\xff\x2f\x00")
     event = st.one_of(note, note, note, running, other, tempo, meter, sysex, meta, junk, eot)
 
-    sane_tempo = st.builds(lambda d, us: _varint(d) + b"\xff\x51\x03" + us.to_bytes(3, "big"), delta,
+    sane_tempo = st.builds(lambda d, us: varint(d) + b"\xff\x51\x03" + us.to_bytes(3, "big"), delta,
                            st.integers(1, 0xFFFFFF))
-    sane_meter = st.builds(lambda d, num, den: _varint(d) + b"\xff\x58\x04" + bytes((num, den, 24, 8)), delta,
+    sane_meter = st.builds(lambda d, num, den: varint(d) + b"\xff\x58\x04" + bytes((num, den, 24, 8)), delta,
                            st.integers(0, 40), st.integers(0, 8))
     sane_event = st.one_of(note, note, note, note, other, sane_tempo, sane_meter)
 
