@@ -42,6 +42,33 @@ def test_dump_reading_and_tick_numbers_across_a_dropped_tick():
     assert m.on_period == 0.0
 
 
+
+def _ticks_dump(frames, notes=()):
+    lines = ["      36: fa"] + [f"{f:8d}: f8" for f in frames] + [f"{f:8d}: 99 24 64" for f in notes]
+    return peers.read_dump("\n".join(sorted(lines, key=lambda s: int(s.split(":")[0]))) + "\n")
+
+
+def test_the_recorders_missed_cycles_are_not_counted_as_sidls_tick_jitter():
+    # What CI's jack_midi_dump printed: ticks 1000 frames apart, but from tick 60 and tick 130 on
+    # everything two periods (128 frames) early: the dump missed two cycles and counts its own frames.
+    frames = np.array([100 + 1000 * i for i in range(200)])
+    frames[60:] -= 128
+    frames[130:] -= 128
+    notes = frames[::6] + 3                                      # each 16th's note, 3 frames after its tick
+    m = peers.measure(_ticks_dump(frames, notes), rate=48000, period=64)
+    assert m.recorder_slips == 2 and m.tick_glitches == 0
+    assert m.frames_per_tick == pytest.approx(1000.0) and np.max(m.tick_jitter) < 1e-9
+    assert np.allclose(m.errors * 48000, 3)                     # notes measured as recorded, tick by tick
+    # A tick sidl writes 128 frames late is sidl's: one interval long, the next short, both seen.
+    late = np.array([100 + 1000 * i for i in range(200)])
+    late[90] += 128
+    m = peers.measure(_ticks_dump(late), rate=48000, period=64)
+    assert m.tick_glitches == 2 and np.max(m.tick_jitter) * 48000 == pytest.approx(128, abs=0.1)
+    # Ticks put on period boundaries (rtmidi's JACK ports) have intervals a period short, not slips.
+    quantized = (100 + 500 * np.arange(200)) // 64 * 64
+    m = peers.measure(_ticks_dump(quantized), rate=48000, period=64)
+    assert m.recorder_slips == 0 and m.frames_per_tick == pytest.approx(500.0, abs=0.5)
+
 def _run(backend, sync, seconds=8.0):
     events, rate, period, log = peers.run_session(peers.sidl_live_command("drums-gmd"), backend, sync, seconds)
     return peers.measure(events, rate, period), period, log

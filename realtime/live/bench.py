@@ -380,7 +380,7 @@ def peer_timing(preset: str, backends: list[str], periods: list[int], seconds: f
                              "p50_ms": _stat(np.abs(m.errors), 50), "p99_ms": _stat(np.abs(m.errors), 99),
                              "mean_ms": float(np.mean(m.errors) * 1e3) if len(m.errors) else None,
                              "on_period_boundary": m.on_period, "ticks": m.ticks, "tick_glitches": m.tick_glitches,
-                             "frames_per_tick": m.frames_per_tick,
+                             "recorder_slips": m.recorder_slips, "frames_per_tick": m.frames_per_tick,
                              "tick_jitter_p99_ms": None if sync else _stat(m.tick_jitter, 99),
                              "stuck_notes": m.stuck, "when_utc": time.strftime("%H:%M:%S", time.gmtime()),
                              "load_1min": os.getloadavg()[0]})
@@ -390,7 +390,7 @@ def peer_timing(preset: str, backends: list[str], periods: list[int], seconds: f
           f"--quantize; error = note frame - the nearest tick's frame, as jack_midi_dump recorded them; "
           f"notes after the first beat")
     print(f"{'period':>6s} {'backend':12s} {'clock':26s} {'notes':>5s} {'p50 ms':>7s} {'p99 ms':>7s} "
-          f"{'mean ms':>8s} {'on period':>9s} {'tick jit p99':>12s} {'glitches':>8s} {'off 16th':>8s} {'stuck':>5s}")
+          f"{'mean ms':>8s} {'on period':>9s} {'tick jit p99':>12s} {'glitches':>8s} {'off 16th':>8s} {'stuck':>5s} {'dump slips':>10s}")
     if periods:
         for p in periods:
             with peers.dummy_server(p):
@@ -413,7 +413,7 @@ def _peer_row(r: dict) -> str:
     f = lambda v, w=7: f"{v:{w}.3f}" if v is not None else f"{'n/a':>{w}s}"   # noqa: E731
     return (f"{r['period']:6d} {r['backend']:12s} {r['clock']:26s} {r['notes']:5d} {f(r['p50_ms'])} {f(r['p99_ms'])} "
             f"{f(r['mean_ms'], 8)} {r['on_period_boundary'] * 100:8.0f}% {f(r['tick_jitter_p99_ms'], 12)} "
-            f"{r['tick_glitches']:8d} {r['off_16th']:8d} {r['stuck_notes']:5d}")
+            f"{r['tick_glitches']:8d} {r['off_16th']:8d} {r['stuck_notes']:5d} {r['recorder_slips']:10d}")
 
 
 def _ms(x: np.ndarray, q: float) -> str:

@@ -38,7 +38,8 @@ from .ports import VIRTUAL_IN, VIRTUAL_OUT, PortError, match_port
 
 SLOTS = 4096              # events either ring holds (a power of two); a dense bar of clock + notes is ~200
 SLOT_BYTES = 256          # longest message kept (longer sysex in is dropped and counted: nothing here reads it)
-LEAD_MARGIN_S = 0.0015    # queued this long before its cycle begins: the send thread's wake-up slack
+LEAD_MARGIN_S = 0.004     # queued this long before its cycle begins: the send thread's wake-up slack
+                          # (1.5 ms let 7% of ticks go late on a loaded CI box; a panic waits at most this)
 EARLY_WINDOW = 1024       # cycles over which the callback's earliest run is held (1.4 s at 64 frames)
 REFRESH_S = 0.5           # how often the frame clock's line is brought closer to the callbacks' times
 FIRST_S = 0.1             # the line starts from this long of callbacks (the first port waits for them)
@@ -46,7 +47,8 @@ STEP_S = 20e-6            # it moves at most this much a refresh at the current 
 STEP_RATE = 1e-5          # ...and its slope at most this fraction: changes a tick fit absorbs
 HISTORY = 40              # refreshes (20 s) of callback-time points the line is fitted to
 EARLY_Q = 10              # a refresh's point: this percentile of how late after the line callbacks ran
-DRAIN_S = 0.2             # an output being closed waits this long at most for JACK to take its queue
+DRAIN_S = 1.0             # an output being closed waits this long at most for JACK to take its queue
+SETTLE_PERIODS = 3        # ...and then this many cycles, for the readers of its port to take the last
 SWITCH_INTERVAL_S = 0.0002  # longest a Python thread keeps the GIL while JACK's thread waits for it
 _MASK = SLOTS - 1
 _U32, _HALF = 0xFFFFFFFF, 0x80000000
@@ -324,10 +326,14 @@ class _JackPort:
     def close(self) -> None:
         """Close the client; an output first lets JACK take what is queued (the note-offs of a
         panic sent just before), for up to ``DRAIN_S``."""
-        deadline = time.perf_counter() + DRAIN_S
-        while not self._shut and self.ring.tail != self.ring.head and isinstance(self, JackMidiOutput) \
-                and time.perf_counter() < deadline:
-            time.sleep(0.002)
+        if isinstance(self, JackMidiOutput) and not self._shut:
+            deadline = time.perf_counter() + DRAIN_S
+            while self.ring.tail != self.ring.head and time.perf_counter() < deadline and not self._shut:
+                time.sleep(0.002)
+            # Taken into a cycle's buffer is not yet read by the ports we feed, whose callbacks on a
+            # loaded box may run after ours returns (a stop on CI once ended with note-ons whose
+            # note-offs the recorder never got): a few cycles more before the port goes.
+            time.sleep(max(SETTLE_PERIODS * self.period_s, 0.005))
         if self._runs in self.clock.sources:
             self.clock.sources.remove(self._runs)
         if not self._shut:
