@@ -16,11 +16,14 @@ from sidl.training.metrics import (GRID_TOLERANCE_STEPS, Counts, drum_constant_r
                                    drum_template_reference)
 
 
-def held_out_pieces(preset, limit: int = 0, split: str = "test"):
-    """The test split (or ``split``) of the corpus named in the preset's manifest (the first
-    ``limit``; 0: all)."""
+def held_out_pieces(preset, limit: int = 0, split: str = "test", corpus_name: str | None = None):
+    """The test split (or ``split``) of the corpus named in the preset's manifest, or of
+    ``corpus_name`` (how far a preset carries to another corpus); the first ``limit`` (0: all)."""
     if limit < 0:
         raise ValueError(f"--pieces must be >= 0 (0: all test pieces), got {limit}")
+    if corpus_name is not None:
+        pieces, _ = load_corpus(corpus_name, preset.codec, split)
+        return pieces[:limit] if limit else pieces
     corpus = preset.manifest.get("corpus", {})
     if not isinstance(corpus, dict):
         raise ValueError(f"preset {preset.name!r}: preset.json's corpus is {json_kind(corpus)}, not an object: "

@@ -177,3 +177,125 @@ def prior_arrays(prior: MeterPrior, top: int = TOP_TRANSITIONS) -> dict:
     return {"usage": prior.usage.astype(np.float16), "scale": prior.scale.astype(np.float16),
             "next_atom": nxt.astype(np.uint16 if n <= 1 << 16 else np.int32),
             "next_p": p.astype(np.float16)}
+
+
+# ------------------------------------------------------------------------ priors of other meters
+# Issue 15: a preset counted in 4/4 also carries priors learned from real bars of other meters
+# (GMD has 12 such files: 3/4, 6/8, 5/4, 5/8). They are counted like the main prior (one-atom
+# codes, every bar from its bar line), through the preset's own encoder.onnx: the exported pursuit,
+# the same encoder the main prior was counted with (export checks the two agree).
+
+
+def encode_bars(preset, x: np.ndarray, bar: int, k: int = 1, bars_per_call: int = 16):
+    """(idx, val) each (positions, k) of the whole bars of ``x`` through ``preset``'s encoder.onnx."""
+    x = np.ascontiguousarray(x[:len(x) // bar * bar], np.float32)
+    step = bars_per_call * bar
+    parts = [preset.encode_bar(np.ascontiguousarray(x[s:s + step]), k) for s in range(0, len(x), step)]
+    if not parts:
+        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def pieces_by_meter(preset, pieces) -> tuple[dict, dict]:
+    """{meter: [pieces]} of the meters other than the preset's that fit its atoms, and
+    {meter: why not} for the others found (5/8's 10-step bar does not fit 4-step atoms)."""
+    own = preset.codec.meter
+    usable, unusable = {}, {}
+    for p in pieces:
+        m = p.codec.meter
+        if m == own:
+            continue
+        if p.codec.steps_per_bar % preset.stride:
+            unusable[m] = (f"a {m} bar of {p.codec.steps_per_bar} steps is not a whole number of "
+                           f"{preset.stride}-step atoms")
+        elif len(p.x) >= p.codec.steps_per_bar:
+            usable.setdefault(m, []).append(p)
+    return dict(sorted(usable.items())), unusable
+
+
+def learned_meter_prior(preset, pieces) -> MeterPrior:
+    """The prior of one meter from all bars of ``pieces`` (all in that meter)."""
+    codec = pieces[0].codec
+    codes = [encode_bars(preset, p.x, codec.steps_per_bar) for p in pieces]
+    return count_prior(codes, preset.n_atoms, codec.steps_per_bar // preset.stride)
+
+
+def meter_prior_arrays(meter: str, prior: MeterPrior, transitions: bool = False,
+                       top: int = TOP_TRANSITIONS) -> dict:
+    """prior.npz's arrays of one meter: usage_N_D, and with ``transitions`` next_atom_N_D /
+    next_p_N_D, the meter's own transitions (each row's ``top``; rows of atoms its bars never
+    reached stay zero, and a Composer blends the main rows in: sidl.realtime.metrical)."""
+    from sidl.realtime.preset.format import meter_key
+    out = {meter_key("usage", meter): prior.usage.astype(np.float16)}
+    if transitions:
+        rows = prior_arrays(prior, top)
+        out[meter_key("next_atom", meter)] = rows["next_atom"]
+        out[meter_key("next_p", meter)] = rows["next_p"]
+    return out
+
+
+def write_npz(path, arrays: dict) -> None:
+    """An .npz numpy reads, LZMA-compressed (a tenth smaller than savez_compressed on a prior) and
+    byte-for-byte the same for the same arrays (fixed member dates), so re-exports diff cleanly."""
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_LZMA) as z:
+        for key, a in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_LZMA
+            with z.open(info, "w") as f:
+                np.lib.format.write_array(f, np.asarray(a), allow_pickle=False)
+
+
+def export_meter_priors(folder, pieces, corpus: str, transitions: bool = False, log=None) -> dict:
+    """Add the priors of every other meter found in ``pieces`` to the preset in ``folder``.
+
+    prior.npz keeps its main arrays exactly (same values and dtypes) and gains usage_N_D (and, with
+    ``transitions``, next_atom_N_D / next_p_N_D); preset.json's meter_prior gains ``other_meters``
+    and the new sha256. No other file is touched. Rerunnable: the same corpus gives the same bytes.
+    Returns the ``other_meters`` record.
+    """
+    import hashlib
+    import io
+    import json
+    from pathlib import Path
+
+    from sidl.realtime.preset.format import METER_KEY, MANIFEST
+    from sidl.realtime.preset.model import open_preset
+
+    say = log or (lambda msg: None)
+    folder = Path(folder)
+    preset = open_preset(folder, folder.name)
+    usable, unusable = pieces_by_meter(preset, pieces)
+    if not usable:
+        raise ValueError(f"no piece of {corpus} is in a meter other than {preset.codec.meter} that fits "
+                         f"the preset's {preset.stride}-step atoms")
+    with np.load(io.BytesIO((folder / "prior.npz").read_bytes()), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if not METER_KEY.match(k)}     # the main prior, as it is
+    record = {"corpus": corpus, "encoder": "encoder.onnx (pursuit), k = 1",
+              "transitions": "learned (a Composer blends them half and half with the main ones)" if transitions
+              else f"the main {preset.codec.meter} ones", "meters": {}}
+    for meter, group in usable.items():
+        prior = learned_meter_prior(preset, group)
+        arrays.update(meter_prior_arrays(meter, prior, transitions))
+        bars = prior.positions // prior.usage.shape[1]
+        record["meters"][meter] = {"bars": bars, "pieces": len(group),
+                                   "files": sorted(p.name for p in group)}
+        say(f"{meter}: {bars} bars of {len(group)} piece{'s' * (len(group) != 1)}")
+    if unusable:
+        record["not_learned"] = unusable
+        for meter, why in unusable.items():
+            say(f"{meter}: not learned ({why})")
+    record["fallback"] = (f"other meters: the {preset.codec.meter} prior mapped by metrical strength "
+                          f"(sidl.realtime.metrical)")
+    tmp = folder / ".prior.npz.tmp"
+    write_npz(tmp, arrays)
+    data = tmp.read_bytes()
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    manifest.setdefault("meter_prior", {})["other_meters"] = record
+    manifest["files"]["prior.npz"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    tmp_manifest = folder / f".{MANIFEST}.tmp"
+    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(folder / "prior.npz")
+    tmp_manifest.replace(folder / MANIFEST)
+    open_preset(folder, folder.name)          # what was written loads, hashes and all
+    return record

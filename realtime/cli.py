@@ -170,6 +170,7 @@ def preset_summary(m: dict, folder: Path, load_ms: float | None, broken: str | N
         f"  size       {_kb(folder)}, {folder}",
         f"  load time  " + ("-" if load_ms is None else f"{load_ms:.0f} ms (hash checks and graph sessions included)"),
         f"  integrity  {integrity}",
+        f"  meters     {meter_line(m)}",
     ]
     metrics = _section(m, "metrics")
     table = _section(metrics, "pursuit")
@@ -193,6 +194,42 @@ def preset_summary(m: dict, folder: Path, load_ms: float | None, broken: str | N
     return lines
 
 
+def meter_line(m: dict) -> str:
+    """Which meters have a learned prior and what the others get (issue 15), from the manifest."""
+    codec, prior = _section(m, "codec"), _section(m, "meter_prior")
+    own = f"{codec.get('beats_per_bar', 4)}/{codec.get('beat_unit', 4)}"
+    other = _section(prior, "other_meters")
+    learned = _section(other, "meters")
+    parts = [f"{own} its own prior"]
+    if learned:
+        parts.append("learned from " + str(other.get("corpus")) + ": " + ", ".join(
+            f"{meter} ({r.get('bars', '?') if isinstance(r, dict) else '?'} bars)"
+            for meter, r in learned.items()))
+    parts += [f"{meter} not learned ({why})" for meter, why in _section(other, "not_learned").items()]
+    parts.append(f"other meters: no learned prior, fallback from {own} by metrical strength")
+    return "; ".join(parts)
+
+
+@presets.command("meter-priors", help="Learn a preset's priors for other meters from a corpus's bars in "
+                                      "them; rewrites its prior.npz and preset.json (needs the training extras).")
+def meter_priors(name: str = typer.Argument(..., help="preset name or folder"),
+                 corpus: str = typer.Option("groove", "--corpus", help="corpus name (groove) or a MIDI folder"),
+                 transitions: bool = typer.Option(False, "--transitions",
+                                                  help="also store each meter's transitions (bigger preset)")):
+    from .preset.store import resolve
+    folder = resolve(name)
+    try:
+        from sidl.export.prior import export_meter_priors
+        from sidl.training.corpora import load_corpus
+    except ImportError as e:
+        raise ValueError(f"meter-priors needs the training extras (pip install -e '.[train]'): {e}") from None
+    from .preset.format import manifest_codec, read_manifest
+    codec = manifest_codec(read_manifest(folder, name), name)
+    pieces, _ = load_corpus(corpus, codec, None)
+    export_meter_priors(folder, pieces, corpus, transitions, log=lambda msg: typer.echo(f"  {msg}", err=True))
+    typer.echo(f"{folder} ({_kb(folder)}): {meter_line(read_manifest(folder, name))}")
+
+
 @presets.command("install", help="Verify a preset folder or .sidl archive and install it into the user folder.")
 def install(path: Path = typer.Argument(..., help="preset folder or NAME.sidl archive")):
     from .preset.store import install_preset
@@ -206,15 +243,19 @@ def eval_preset(name: str = typer.Argument(..., help="preset name or folder"),
                                                        "there: the test split is all 4/4)"),
                 as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object"),
                 folder: Optional[Path] = typer.Option(None, "--folder", help="piano: measure on every MIDI "
-                                                      "file of DIR instead of the test split")):
+                                                      "file of DIR instead of the test split"),
+                corpus: Optional[str] = typer.Option(None, "--corpus", help="measure on this corpus's split "
+                                                     "(groove, pop909, asap) instead of the preset's own")):
     from sidl.export import evaluate as ev   # numpy + onnxruntime only
     from .preset import load_preset
+    if folder is not None and corpus is not None:
+        raise ValueError("--folder and --corpus do not go together: measure on one or the other")
     p = load_preset(name)
     if not p.codec.spec.drum_feel:           # piano: beside the two references of issue #10
-        return piano_eval(p, ev, pieces, split, folder, as_json)
+        return piano_eval(p, ev, pieces, split, folder, as_json, corpus)
     if split not in ("test", "validation"):
         raise ValueError(f"--split must be test or validation, got {split!r}")
-    test = ev.held_out_pieces(p, pieces, split)
+    test = ev.held_out_pieces(p, pieces, split, corpus)
     ks = range(1, p.k_max + 1)
     rows = ev.evaluate_preset(p, test, ks)
     drums = p.codec.spec.drum_feel
@@ -244,12 +285,13 @@ def eval_preset(name: str = typer.Argument(..., help="preset name or folder"),
                                                    for m, r in meters.items()))
 
 
-def piano_eval(p, ev, pieces: int, split: str, folder, as_json: bool) -> None:
+def piano_eval(p, ev, pieces: int, split: str, folder, as_json: bool, corpus: str | None = None) -> None:
     """`sidl presets eval` of a piano preset: every k, the preset beside k-loudest and counted shapes."""
     if split not in ("test", "validation"):
         raise ValueError(f"--split must be test or validation, got {split!r}")
     if folder is None:
-        test, where = ev.held_out_pieces(p, pieces, split), f"{split} split of {p.manifest['corpus']['name']}"
+        test = ev.held_out_pieces(p, pieces, split, corpus)
+        where = f"{split} split of {corpus or p.manifest['corpus']['name']}"
     else:
         from sidl.training.corpus import folder_corpus
         test, where = folder_corpus(folder, p.codec), str(folder)

@@ -13,6 +13,7 @@ The model is injected: anything with
     encode_bar(x: (steps, channels) float32, k) -> (idx, val), each (positions, k)
     decode_bar(idx, val) -> (steps, channels) float32
     atom_scale  : (n_atoms,) float, optional        typical value of each atom (default 1.0)
+    meter_priors: {"3/4": (usage, transitions | None)}, optional   priors learned in other meters
 
 A preset loaded by ``sidl.realtime.preset`` provides it; tests use a small numpy stand-in.
 """
@@ -26,6 +27,7 @@ from .codec.convert import decode_steps, encode_steps
 from .controls import Controls
 from .edit import keep_top_atoms, last_atom, n_active, prior_cdf, stitch_bar, swap_atoms, vary_atoms
 from .codec.spec import Codec
+from .metrical import BarPrior, choose_prior
 from .codec.notes import NoteArray
 
 
@@ -49,10 +51,14 @@ class Composer:
     """Composes bars for ``model`` in ``meter`` (default: the preset's own).
 
     In another meter than the preset's, code positions keep their length (``stride`` steps) and the
-    meter prior is read cyclically: position p of a 3/4 bar uses the 4/4 prior's position p.
+    prior is the one the preset learned in that meter, else one built from its own by metrical
+    strength (``sidl.realtime.metrical``; ``prior_note`` says which). ``prior``: "auto", "fallback",
+    "cyclic" (the old reading: position p of a 3/4 bar used the 4/4's position p) or a ``BarPrior``.
+    All of it is worked out here, once: a bar only reads it.
     """
 
-    def __init__(self, model: BarModel, meter: tuple[int, int] | None = None):
+    def __init__(self, model: BarModel, meter: tuple[int, int] | None = None,
+                 prior: str | BarPrior = "auto"):
         self.model = model
         self.codec = model.codec if meter is None else model.codec.with_meter(*meter)
         self.steps = self.codec.steps_per_bar
@@ -63,8 +69,13 @@ class Composer:
                              f"this preset's atoms of {stride} steps")
         self.stride = stride
         self.positions = self.steps // stride
-        cycle = np.arange(self.positions) % trained_positions
-        self.usage = np.ascontiguousarray(model.usage[:, cycle])
+        self.prior = prior if isinstance(prior, BarPrior) else choose_prior(model, self.codec, stride, prior)
+        if self.prior.usage.shape != (model.usage.shape[0], self.positions):
+            raise ValueError(f"a {self.codec.meter} prior needs usage ({model.usage.shape[0]}, {self.positions}), "
+                             f"got {self.prior.usage.shape}")
+        self.usage = self.prior.usage
+        self.transitions = self.prior.transitions
+        self.prior_note = self.prior.note     # for banners and status lines
         self.usage_cdf = prior_cdf(self.usage)
         self.scale = getattr(model, "atom_scale", None)
         self.atoms_in_use = 0                 # of the last bar, for the status line
@@ -102,23 +113,26 @@ class Composer:
                 keep = c.keep if position is None else max(1, round(c.keep / self.positions))
                 idx, val = keep_top_atoms(idx, val, keep)
         self.atoms_in_use = n_active(val)
-        self._prev_atom = last_atom(idx, val)
+        prev = last_atom(idx, val)
+        # A shapes preset's encoder answers with placements (a shape at a key and step), numbered
+        # past the atoms; the prior that continues the bar only knows atoms.
+        self._prev_atom = prev if prev is not None and prev < len(self.usage) else None
         y = self.model.decode_bar(idx, val)
         if c.mode == "simplify":
             y = keep_velocities(y, x_in, self.codec.n_voices)
         return decode_steps(self.codec, y, quantize=c.quantize)
 
     def _generate(self, bar: int, c: Controls):
-        m, rng, usage = self.model, self._rng, self.usage
+        rng, usage = self._rng, self.usage
         if self._groove is None or self._groove[0] != c.density:
-            idx, val = stitch_bar(rng, usage, m.transitions, c.density, self._prev_atom, self.scale)
+            idx, val = stitch_bar(rng, usage, self.transitions, c.density, self._prev_atom, self.scale)
             self._groove = (c.density, idx, val)
         _, idx, val = self._groove
         idx, val = vary_atoms(idx, val, rng, c.variation, usage, self.usage_cdf, self.scale)
         if c.fill_every and (bar + 1) % c.fill_every == 0:
             # A fill: the second half of the bar restitched, busier, continuing from the first half.
             half = self.positions // 2
-            f_idx, f_val = stitch_bar(rng, usage[:, half:], m.transitions, min(c.density + 1.0, 4.0),
+            f_idx, f_val = stitch_bar(rng, usage[:, half:], self.transitions, min(c.density + 1.0, 4.0),
                                       last_atom(idx[:half], val[:half]), self.scale)
             k = max(idx.shape[1], f_idx.shape[1])
             (idx, val), (f_idx, f_val) = _pad(idx, val, k), _pad(f_idx, f_val, k)

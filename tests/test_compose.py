@@ -106,7 +106,7 @@ def test_quantize_removes_the_learned_feel(drums):
     assert off.any() and np.allclose(loose.start[off] - np.round(loose.start[off]), drums.feel, atol=1e-6)
 
 
-def test_other_meters_read_the_prior_cyclically(drums):
+def test_other_meters_compose_bars_of_their_own_length(drums):
     c = Composer(drums, meter=(3, 4))
     assert c.steps == 12 and c.positions == 3 and c.usage.shape == (36, 3)
     out = c.compose(0, NoteArray.empty(), Controls(density=1.0))

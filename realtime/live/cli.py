@@ -13,20 +13,24 @@ import threading
 import time
 from typing import Callable, Optional
 
+import mido
+import numpy as np
 import typer
 
 from ..oneline import run_app
 from .clock import InternalClock
+from .link import LinkClock, LinkMissing, load_link
 from ..compose import Composer, default_mode
-from ..controls import MODES, Controls, cc_help
+from ..controls import ALL_NOTES_OFF_CC, MODES, Controls, cc_help
 from .engine import BankEntry, WarmUpError, build_engine, check_together, run_live, status_line
 from .ports import PortError, list_ports, open_input, open_output
-from .scheduler import Scheduler
+from .scheduler import Batch, Scheduler
 
 MAX_BEATS_PER_BAR = 32
 
 DEFAULT_PRESET = "drums-gmd"
 LEAD_S = 0.05        # the internal clock's first bar starts this long after the ports open
+SILENCE_S = 0.02     # All Notes Off goes out this long after the ports open (before the first bar)
 
 
 class UsageError(Exception):
@@ -66,7 +70,9 @@ def build_app(load: Callable[[str], object] = load_bar_model) -> typer.Typer:
         port: Optional[str] = typer.Option(
             None, help="input port to open (substring match); default: a virtual 'sidl in'"),
         out: Optional[str] = typer.Option(
-            None, help="output port to open (substring match); default: a virtual 'sidl out'"),
+            None, help="output port to open (substring match); default: a virtual 'sidl out'. On start "
+                       "sidl-live first sends All Notes Off (CC 123) on all 16 channels there: notes a "
+                       "killed run (SIGKILL) left sounding stop"),
         list_ports_: bool = typer.Option(False, "--list-ports", help="print the MIDI ports and exit"),
         backend: Optional[str] = typer.Option(
             None, help="jack, alsa, coremidi, winmm or a mido backend name; default: automatic"),
@@ -81,6 +87,9 @@ def build_app(load: Callable[[str], object] = load_bar_model) -> typer.Typer:
             False, "--send-clock", help="send MIDI clock, start and stop so a DAW can follow"),
         sync: bool = typer.Option(
             False, "--sync", help="follow incoming MIDI clock, start, stop, continue and song position"),
+        link: bool = typer.Option(
+            False, "--link", help="join an Ableton Link session: its tempo, bars on its phase, start and stop "
+                                  "with it (--bpm: our tempo if we start the session; needs LinkPython-extern)"),
         follow: bool = typer.Option(
             False, "--follow", help="generate: answer what is played with a variation of it"),
         keep: int = typer.Option(8, help="simplify / follow: atoms kept per bar"),
@@ -109,6 +118,13 @@ def build_app(load: Callable[[str], object] = load_bar_model) -> typer.Typer:
             return 0
         if sync and send_clock:
             raise UsageError("--sync and --send-clock do not go together: follow a clock or be one")
+        if sync and link:
+            raise UsageError("--sync and --link do not go together: follow MIDI clock or a Link session")
+        if link:
+            try:
+                load_link()
+            except LinkMissing as e:
+                raise UsageError(str(e)) from None
         if mode is not None and mode not in MODES:
             raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
         if channel is not None and not 1 <= channel <= 16:
@@ -130,7 +146,7 @@ def build_app(load: Callable[[str], object] = load_bar_model) -> typer.Typer:
             raise UsageError(str(e)) from None
         return session(first.model, controls, None if sync else bpm, meter_, first.channel, port, out,
                        backend, send_clock, t_start, bank if len(bank) > 1 else (),
-                       None if in_channel is None else in_channel - 1)
+                       None if in_channel is None else in_channel - 1, link)
 
     return app
 
@@ -213,12 +229,45 @@ def default_channel(codec) -> int:
     return codec.spec.channel
 
 
+def silence_at(t: float) -> Batch:
+    """All Notes Off on every channel at ``t``: a run killed with SIGKILL could send no note-offs,
+    so whatever it left sounding on this output stops when the next one starts. Not sent at once:
+    JACK applies a new connection at a later cycle, and what a port writes before that reaches no
+    one (sent right after opening, they were lost in 7 of 50 soak sessions; see ``live.soak``)."""
+    msgs = [mido.Message("control_change", channel=ch, control=ALL_NOTES_OFF_CC, value=0) for ch in range(16)]
+    return Batch.build([t] * 16, [np.nan] * 16, msgs)
+
+
+class SignalStop:
+    """A stop flag a signal handler may set: ``run_live`` polls ``wait(timeout)`` as a ``threading.Event``.
+
+    Not an Event: ``Event.set()`` takes the Event's lock, and a handler runs on the main thread in
+    the middle of whatever it was doing, there ``stop.wait()`` holding that very lock for a moment:
+    a Ctrl-C landing then deadlocked sidl-live for good (seen on a plain SIGINT; in a loop of such
+    stops, one in ~30). Here nothing takes a lock; the conductor sleeps its poll period."""
+
+    def __init__(self):
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        if not self._set:
+            time.sleep(timeout)
+        return self._set
+
+
 def session(model, controls, bpm, meter, channel, port, out, backend, send_clock, t_start,
-            bank=(), in_channel=None) -> int:
+            bank=(), in_channel=None, link=False) -> int:
     """Open, run until a signal, close: every note-on we sent gets its note-off on the way out.
 
     ``bpm`` None means follow the incoming MIDI clock; ``bank``: presets a Program Change selects;
-    ``in_channel`` (0-based, None: all): the one input channel listened to.
+    ``in_channel`` (0-based, None: all): the one input channel listened to; ``link``: join an
+    Ableton Link session, ``bpm`` the tempo we bring to it.
     """
     inp = open_input(port, "sidl-in", backend)
     try:
@@ -228,7 +277,12 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
         raise
     t_open = time.perf_counter()
     # The internal clock's first bar starts a moment from now; the worker prepares it before that.
-    clock = None if bpm is None else InternalClock(bpm, *meter, start_s=t_open + LEAD_S)
+    if link:
+        lead = "\n" if sys.stderr.isatty() else ""          # off the redrawn status line
+        clock = LinkClock(bpm, *meter, on_peers=lambda n: print(
+            f"{lead}sidl-live: Link session: {n} other peer{'' if n == 1 else 's'}", file=sys.stderr, flush=True))
+    else:
+        clock = None if bpm is None else InternalClock(bpm, *meter, start_s=t_open + LEAD_S)
     try:
         engine, renderer = build_engine(model, controls, channel=channel, clock=clock, meter=meter,
                                         send_clock=send_clock, bank=bank, input_latency_s=inp.latency_s,
@@ -241,7 +295,7 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
     # which otherwise pause every thread (the send thread included) for longer as the heap grows.
     gc.collect()
     gc.freeze()
-    stop = threading.Event()
+    stop = SignalStop()
 
     def on_signal(signum, _frame):
         if stop.is_set():
@@ -249,17 +303,24 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
         stop.set()
 
     scheduler = Scheduler(outp, latency_s=outp.latency_s).start()
+    # (at once if loading took longer: not a late send to report, the first bar is later still)
+    scheduler.submit(silence_at(max(t_open + SILENCE_S, time.perf_counter())))
     err = sys.stderr
     old = {}
     try:
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        waiting = "waiting for MIDI clock Start" if clock is None else f"{clock.bpm:g} BPM"
+        waiting = ("waiting for MIDI clock Start" if clock is None else
+                   f"Link at {clock.bpm:g} BPM, waiting for the session's Start (start/stop sync)" if link
+                   else f"{clock.bpm:g} BPM")
         print(f"sidl-live: {controls.mode} on {codec_name(model, meter)}, in {inp.name!r}, out {outp.name!r}, "
               f"{waiting}; ports open in {(t_open - t_start) * 1e3:.0f} ms", file=err, flush=True)
         if bank:
             print("sidl-live: Program Change switches preset: " + ", ".join(
                 f"{i + 1} = {getattr(e.model, 'name', e.model.codec.name)}" for i, e in enumerate(bank)),
                 file=err, flush=True)
+        prior = Composer(model, meter).prior     # (made at load already: a millisecond at most)
+        if prior.source != "preset":             # another meter than the preset's: say whose prior
+            print(f"sidl-live: {prior.note}", file=err, flush=True)
         tty = err.isatty()
         # On a terminal the status line is redrawn in place: the ready message first clears it, so
         # the two never share a line. Elsewhere a thread logs one line per LOG_EVERY_BARS bars.
@@ -279,6 +340,8 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
         for s in old:                # from here on a signal must not cut the silencing short
             signal.signal(s, signal.SIG_IGN)
         scheduler.close()            # silences whatever is still sounding
+        if link:
+            clock.close()
         inp.close()
         outp.close()
         for s, h in old.items():

@@ -150,6 +150,7 @@ class Engine:
         self._started = False                     # --send-clock: Start sent since the song start
         self._ticked: int | None = None           # --send-clock: ticks made so far, up to this one
         self._cut: tuple[float, float] | None = None   # quarters covered by the jobs cut since the song start
+        self._polled: Timeline | None = None     # a clock that moves by itself: its map at the last poll
         self._change: dict = {}                   # what the next job tells the worker: reset, preset, channel
         self._clock_msg, self._start_msg = mido.Message("clock"), mido.Message("start")
 
@@ -246,10 +247,17 @@ class Engine:
         return None
 
     def poll(self, now: float) -> str | None:
-        """Housekeeping between messages: a followed clock silent for two beats stops us."""
+        """Housekeeping between messages: a followed clock silent for two beats stops us (so does
+        an Ableton Link session's Stop); a clock that moves by itself (Link: a peer changed the
+        tempo) returns RETIME, as a followed clock's tick does through ``feed``."""
         if self.clock.lost(now):
             self.clock.mark_lost()
             return self.reset("stop")
+        if not self.clock.follows:
+            tl, before = self.clock.timeline, self._polled
+            self._polled = tl
+            if tl is not None and before is not None and tl != before:
+                return RETIME
         return None
 
     # -- resets -------------------------------------------------------------------------------
@@ -397,8 +405,11 @@ def run_live(engine: Engine, renderer: Renderer, poll, scheduler: Scheduler, sto
             if retime and engine.timeline is not None:
                 scheduler.retime(engine.timeline)
             now = clock()
-            if engine.poll(now) == PANIC:
+            act = engine.poll(now)
+            if act == PANIC:
                 scheduler.panic()
+            elif act == RETIME:
+                scheduler.retime(engine.timeline)
             for job in engine.due(now):
                 worker.put(job)
             if (ticks := engine.take_clock()) is not None:

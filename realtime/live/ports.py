@@ -37,6 +37,7 @@ JACK_API = "JACK"
 BACKENDS = {"jack": JACK_API, "rtmidi-jack": "UNIX_JACK", "alsa": "LINUX_ALSA", "coremidi": "MACOSX_CORE",
             "winmm": "WINDOWS_MM"}
 MIDO_PREFIX = "mido.backends.rtmidi/"
+CLOSE_WAIT_S = 0.1        # an rtmidi JACK output waits this long before its port goes (see close)
 ORIGIN_DRIFT = 0.004      # how fast input timestamps may re-anchor on a drifting sample clock (0.4%)
 INPUT_QUEUE = 4096        # messages rtmidi holds between polls (a bar of dense clock + notes is ~200)
 
@@ -272,9 +273,10 @@ class MidiOutput:
 
     def close(self) -> None:
         # rtmidi's JACK port writes what it was sent at the next process cycle: wait for a few
-        # cycles first, or the last note-offs (a stop's silencing) are deleted with the port.
+        # cycles first, or the last note-offs (a stop's silencing) are deleted with the port. 20 ms
+        # was not always enough on a loaded CI box, whose dummy server's cycles come late.
         if self.api == "UNIX_JACK":
-            time.sleep(max(0.02, 8 * self.latency_s))
+            time.sleep(max(CLOSE_WAIT_S, 8 * self.latency_s))
         self._rt.close_port()
         self._rt.delete()
 

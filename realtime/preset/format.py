@@ -10,7 +10,10 @@ A preset is a folder (``sidl.export.preset`` writes one, ``sidl.realtime.preset.
     encoder.onnx  x (steps, channels) float32, k () int64 -> idx, val (k, positions)
     decoder.onnx  idx, val (k, positions) -> y (steps, channels) float32
     prior.npz     usage (n_atoms, positions_per_bar) f16, scale (n_atoms,) f16,
-                  next_atom / next_p (n_atoms, top): each atom's most likely successors
+                  next_atom / next_p (n_atoms, top): each atom's most likely successors;
+                  optionally per other meter N/D learned from real bars of it (issue 15):
+                  usage_N_D (n_atoms, positions of an N/D bar), and next_atom_N_D / next_p_N_D
+                  (n_atoms, top) where its own transitions were kept (else the main ones apply)
     atoms.mid, atoms.png
 
 Reader and writer share these names; nothing here opens a graph. Every problem is a ``PresetError``
@@ -150,6 +153,60 @@ def read_prior(data: bytes, n_atoms: int, positions: int, label: str):
     np.put_along_axis(transitions, nxt, p.astype(np.float32), axis=1)
     return usage.astype(np.float32), transitions, scale.astype(np.float32)
 
+
+
+METER_KEY = re.compile(r"^(usage|next_atom|next_p)_([0-9]{1,2})_([0-9]{1,2})$")
+
+
+def meter_key(name: str, meter: str) -> str:
+    """prior.npz's name of one meter's array: meter_key("usage", "3/4") == "usage_3_4"."""
+    return f"{name}_{meter.replace('/', '_')}"
+
+
+def read_meter_priors(data: bytes, n_atoms: int, codec: Codec, stride: int, label: str) -> dict:
+    """prior.npz's priors for other meters: {"3/4": (usage (n_atoms, positions) float32,
+    transitions (n_atoms, n_atoms) float32 or None)}; {} for a prior without any (read_prior has
+    checked the file is a readable npz)."""
+    found: dict[str, dict] = {}
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            for key in z.files:
+                m = METER_KEY.match(key)
+                if m:
+                    found.setdefault(f"{int(m[2])}/{int(m[3])}", {})[m[1]] = z[key]
+    except NPZ_ERRORS as e:
+        why = "an object array" if "pickle" in str(e) else e
+        raise PresetError(label, f"prior.npz: a meter prior is not readable ({why})") from e
+    out = {}
+    for meter, arrays in sorted(found.items()):
+        what = f"prior.npz: the {meter} prior"
+        if "usage" not in arrays or ("next_atom" in arrays) != ("next_p" in arrays):
+            raise PresetError(label, f"{what} needs usage_{meter.replace('/', '_')} and next_atom / "
+                                     f"next_p both or neither, got {', '.join(sorted(arrays))}")
+        for key, a in arrays.items():
+            if a.dtype.kind not in "fiu" or not np.all(np.isfinite(a)) or (a.size and a.min() < 0):
+                raise PresetError(label, f"{what}: {key} is not an array of finite numbers >= 0")
+        beats, unit = map(int, meter.split("/"))
+        try:
+            steps = codec.with_meter(beats, unit).steps_per_bar
+        except ValueError as e:
+            raise PresetError(label, f"{what}: {e}") from e
+        usage = arrays["usage"]
+        if steps % stride or usage.shape != (n_atoms, steps // stride):
+            raise PresetError(label, f"{what}: usage has shape {usage.shape}, a {meter} bar of "
+                                     f"{n_atoms} atoms x {stride} steps needs ({n_atoms}, {steps / stride:g})")
+        transitions = None
+        if "next_atom" in arrays:
+            nxt, p = arrays["next_atom"], arrays["next_p"]
+            if nxt.shape != p.shape or nxt.ndim != 2 or len(nxt) != n_atoms:
+                raise PresetError(label, f"{what}: next_atom {nxt.shape} and next_p {p.shape} "
+                                         f"are not both ({n_atoms}, top)")
+            if nxt.dtype.kind not in "iu" or (nxt.size and nxt.max() >= n_atoms):
+                raise PresetError(label, f"{what}: next_atom names atoms that do not exist")
+            transitions = np.zeros((n_atoms, n_atoms), np.float32)
+            np.put_along_axis(transitions, nxt.astype(np.int64), p.astype(np.float32), axis=1)
+        out[meter] = (usage.astype(np.float32), transitions)
+    return out
 
 
 def whole_number(value, field: str, label: str) -> int:

@@ -12,8 +12,9 @@ import numpy as np
 import onnxruntime as ort
 
 from ..codec.spec import Codec
-from .format import (SHAPES_KIND, PresetError, atoms_kind, manifest_codec, read_manifest, read_prior,
-                     read_verified, whole_number)
+from .format import (SHAPES_KIND, PresetError, atoms_kind, manifest_codec, read_manifest, read_meter_priors,
+                     read_prior, read_verified, whole_number)
+from .pursuit import ShapePursuit, check_window
 
 MAX_BINDINGS = 32                              # per thread; live uses a handful of shapes
 MAX_SEEN_POSITIONS = 8192                      # decoded code positions kept (~4 kB each for piano)
@@ -89,6 +90,12 @@ class Preset:
     # shapes presets: code of each shape at its typical key and length, one beat long; a code
     # entry idx < n_atoms stands for it (what generate stitches), larger ones are placements
     typical_code: np.ndarray | None = field(default=None, repr=False)
+    # shapes presets: the encoder graph's pursuit in numpy (same outputs, a third of the cost),
+    # None where it does not reproduce the graph on the load check (then the graph runs)
+    pursuit: ShapePursuit | None = field(default=None, repr=False)
+    # priors learned in other meters: {"3/4": (usage (n_atoms, positions), transitions or None)};
+    # a Composer in a meter without one builds it from usage (sidl.realtime.metrical)
+    meter_priors: dict = field(default_factory=dict, repr=False)
     _bound: threading.local = field(default_factory=threading.local, repr=False, init=False)
     # Decoded code positions, by (atom, amplitude) pairs (see decode_bar): shared by threads, as
     # dict reads and writes are atomic and entries never change.
@@ -130,6 +137,12 @@ class Preset:
         if x.ndim != 2 or x.shape[1] != self.codec.channels or x.shape[0] % self.stride or not len(x):
             raise ValueError(f"bar must be (steps, {self.codec.channels}) with steps a positive "
                              f"multiple of {self.stride}, got {x.shape}")
+        if self.pursuit is not None:
+            return self.pursuit.encode(x, k)
+        return self.run_encoder(x, k)
+
+    def run_encoder(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder graph itself (``encode_bar`` runs the numpy pursuit where there is one)."""
         run = self._binding("encoder", (k, len(x) // self.stride))
         np.copyto(run.inputs["x"], x)
         run.run()
@@ -196,14 +209,31 @@ def open_preset(folder: Path, label: str) -> Preset:
     enc = open_session(data["encoder.onnx"], "encoder.onnx", label, ("x", "k"), ("idx", "val"))
     dec = open_session(data["decoder.onnx"], "decoder.onnx", label, ("idx", "val"), ("y",))
     typical = shape_codes(data["prior.npz"], n_atoms, label) if atoms.get("kind") == SHAPES_KIND else None
+    meters = read_meter_priors(data["prior.npz"], n_atoms, codec, length, label)
     preset = Preset(str(manifest.get("name") or folder.name), folder, manifest, codec, k_max, k_live,
-                    length, usage, transitions, scale, enc, dec, typical)
+                    length, usage, transitions, scale, enc, dec, typical, meter_priors=meters)
     try:   # one silent bar through both graphs: checks them and warms them up for the first real bar
+        if typical is not None:   # (frozen: set once here, as the check needs the preset's graph)
+            object.__setattr__(preset, "pursuit", numpy_pursuit(preset, data["encoder.onnx"]))
         preset.decode_bar(*preset.encode_bar(np.zeros((codec.steps_per_bar, codec.channels), np.float32)))
         preset._decode_every_atom()
     except Exception as e:
         raise PresetError(label, f"its graphs do not run ({' '.join(str(e).split())[:160]})") from e
     return preset
+
+
+def numpy_pursuit(preset: Preset, encoder_onnx: bytes) -> ShapePursuit | None:
+    """The shapes pursuit in numpy, if it gives exactly the graph's codes on a busy test window:
+    it reproduces the graph's tables and onnxruntime's order of summing, so a graph exported
+    otherwise, or an onnxruntime that sums otherwise, keeps the graph."""
+    try:
+        pursuit = ShapePursuit.from_graph(encoder_onnx, preset.stride, preset.k_max)
+        x = check_window(preset.stride)
+        got_idx, got_val = pursuit.encode(x, preset.k_max)
+        want_idx, want_val = preset.run_encoder(x, preset.k_max)
+    except (KeyError, ValueError, IndexError):
+        return None
+    return pursuit if np.array_equal(got_idx, want_idx) and np.array_equal(got_val, want_val) else None
 
 
 def shape_codes(prior: bytes, n_atoms: int, label: str) -> np.ndarray:
