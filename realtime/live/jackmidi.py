@@ -46,8 +46,6 @@ FIRST_S = 0.1             # the line starts from this long of callbacks (the fir
 STEP_S = 20e-6            # it moves at most this much a refresh at the current frame...
 STEP_RATE = 1e-5          # ...and its slope at most this fraction: changes a tick fit absorbs
 HISTORY = 40              # refreshes (20 s) of callback-time points the line is fitted to
-JUMP_S = 0.002            # refreshes whose earliest callbacks are this far off the line...
-JUMP_REFRESHES = 2        # ...this many in a row, on one side: the line jumps to them
 EARLY_Q = 10              # a refresh's point: this percentile of how late after the line callbacks ran
 DRAIN_S = 1.0             # an output being closed waits this long at most for JACK to take its queue
 SETTLE_PERIODS = 3        # ...and then this many cycles, for the readers of its port to take the last
@@ -120,9 +118,9 @@ class FrameClock:
     never JACK's) reads that and moves the line by at most ``STEP_S`` and ``STEP_RATE`` a refresh, so
     conversions made a bar apart still agree to microseconds. It starts at the nominal sample rate
     through the earliest of the first callbacks: a driver's cycles wake on its own timeline at that
-    rate, late under load but never early. A dummy driver that falls too far behind starts its
-    timeline again later: once two refreshes in a row find even the earliest callbacks more than
-    ``JUMP_S`` off the line, on one side, the line jumps to them (``jumps`` counts it).
+    rate, late under load but never early, and a dummy driver that falls too far behind starts its
+    timeline again later (a jump the line follows at ``STEP_S`` a refresh; the lead covers the rest).
+    Jumping with it was tried: load bursts look the same from here, and Link runs got 6-8 ms off.
     """
 
     def __init__(self, rate: float):
@@ -133,8 +131,6 @@ class FrameClock:
         self._next = 0.0
         self._first: tuple[list[int], list[float]] = ([], [])   # cycles seen before the line starts
         self._points: list[tuple[int, float]] = []     # (frame, earliest callback seconds) per refresh
-        self._moved: list[float] = []     # the last refreshes' offsets beyond JUMP_S, one side of the line
-        self.jumps = 0                    # times the line followed the server's timeline at once
 
     def ready(self) -> bool:
         return self.line is not None
@@ -200,18 +196,6 @@ class FrameClock:
             f0, t0, spf = self.line
             fn = int(f[-1])                                   # re-anchor at the newest cycle
             tn = t0 + (fn - f0) * spf
-            # Even the earliest callbacks off the line by milliseconds, refresh after refresh: the
-            # server's timeline moved (a dummy driver that fell behind restarts it later, seen at
-            # 3-100 ms under load). Sliding STEP_S a refresh would take minutes, with every note on
-            # a wall-clock source (the internal clock, Link) that far off: follow it at once.
-            shift = float(late[k])
-            same_side = self._moved and (shift > 0) == (self._moved[-1] > 0)
-            self._moved = (self._moved if same_side else []) + [shift] if abs(shift) > JUMP_S else []
-            if len(self._moved) >= JUMP_REFRESHES:
-                self.line = (fn, tn + min(self._moved, key=abs), spf)
-                self._points, self._moved = [(int(f[k]), float(times[k]))], []
-                self.jumps += 1
-                return
             self._points = (self._points + [(int(f[k]), float(times[k]))])[-HISTORY:]
             if len(self._points) >= 3:
                 pf = np.array([p[0] for p in self._points], np.float64) - fn
