@@ -75,11 +75,15 @@ class Composer:
                              f"got {self.prior.usage.shape}")
         self.usage = self.prior.usage
         self.transitions = self.prior.transitions
-        self.prior_note = self.prior.note     # for banners and status lines
         self.usage_cdf = prior_cdf(self.usage)
         self.scale = getattr(model, "atom_scale", None)
         self.atoms_in_use = 0                 # of the last bar, for the status line
         self.reset()
+
+    @property
+    def prior_note(self) -> str:
+        """Whose meter prior this is, in one line (banners and status lines)."""
+        return self.prior.note
 
     def reset(self) -> None:
         """Forget the groove (mode, preset or seed change)."""

@@ -318,7 +318,7 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
             print("sidl-live: Program Change switches preset: " + ", ".join(
                 f"{i + 1} = {getattr(e.model, 'name', e.model.codec.name)}" for i, e in enumerate(bank)),
                 file=err, flush=True)
-        prior = Composer(model, meter).prior     # (made at load already: a millisecond at most)
+        prior = renderer.composers[0].prior      # (read before the worker thread starts)
         if prior.source != "preset":             # another meter than the preset's: say whose prior
             print(f"sidl-live: {prior.note}", file=err, flush=True)
         tty = err.isatty()
