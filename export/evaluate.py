@@ -6,11 +6,13 @@ preset and the corpus can check its manifest's numbers, atom storage rounding in
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from sidl.realtime.codec.files import json_kind
 
-from sidl.training.corpora import load_corpus
+from sidl.training.corpora import CORPORA, load_corpus
 from sidl.training.counted import count_patterns, counted_reconstruction
 from sidl.training.metrics import (GRID_TOLERANCE_STEPS, Counts, drum_constant_reference,
                                    drum_template_reference)
@@ -22,6 +24,8 @@ def held_out_pieces(preset, limit: int = 0, split: str = "test", corpus_name: st
     if limit < 0:
         raise ValueError(f"--pieces must be >= 0 (0: all test pieces), got {limit}")
     if corpus_name is not None:
+        if corpus_name not in CORPORA and not Path(corpus_name).is_dir():
+            raise ValueError(f"--corpus {corpus_name!r} is neither a corpus ({', '.join(CORPORA)}) nor a folder")
         pieces, _ = load_corpus(corpus_name, preset.codec, split)
         return pieces[:limit] if limit else pieces
     corpus = preset.manifest.get("corpus", {})
