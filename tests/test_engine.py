@@ -9,7 +9,7 @@ import pytest
 from sidl.realtime.live.clock import PPQN, InternalClock, Timeline
 from sidl.realtime.controls import Controls
 from sidl.realtime.live.bars import BarBuffer, BarJob
-from sidl.realtime.live.engine import PANIC, RETIME, BankEntry, build_engine, run_live, status_line
+from sidl.realtime.live.engine import FIRST_BAR_LEAD_S, PANIC, RETIME, BankEntry, build_engine, run_live, status_line
 from sidl.realtime.codec.notes import NoteArray
 from sidl.realtime.live.scheduler import RecordingOutput, Scheduler
 
@@ -401,6 +401,7 @@ def test_run_live_sends_on_time_and_silences_on_stop(drums):
     threading.Timer(0.8, stop.set).start()
     assert run_live(e, r, list, sched, stop, status=status, status_every_s=0.1) is None
     sched.close()
+    start = e.clock.start_s                                # (the first bar waited for the warm-up)
     sent = [(t, m) for t, m in out.sent]
     ons = [(t, m) for t, m in sent if m.type == "note_on"]
     assert len(ons) > 8
@@ -416,6 +417,33 @@ def test_run_live_sends_on_time_and_silences_on_stop(drums):
             balance[m.note] = balance.get(m.note, 0) - 1
     assert all(v <= 0 for v in balance.values())               # every note-on got its note-off
     assert [m.type for _, m in sent if m.is_realtime][-1] == "stop"
+
+
+def test_an_internal_clocks_first_bar_waits_for_the_warm_up_and_goes_out_on_time(drums):
+    """A cold preset warms up for a while (~300 ms seen): the first bar, due 50 ms after the ports
+    opened, used to reach a worker still warming up and go out late. It now starts after the warm-up."""
+    out = RecordingOutput()
+    sched = Scheduler(out).start()
+    start = time.perf_counter() + 0.05
+    e, r = build_engine(drums, Controls(density=4.0, quantize=True), channel=9,
+                        clock=InternalClock(400, start_s=start), send_clock=True)
+    warm_up, ready = r.warm_up, []
+
+    def slow_warm_up(controls):
+        time.sleep(0.3)
+        warm_up(controls)
+        ready.append(time.perf_counter())
+
+    r.warm_up = slow_warm_up
+    stop = threading.Event()
+    threading.Timer(1.2, stop.set).start()
+    assert run_live(e, r, list, sched, stop) is None
+    sched.close()
+    ons = [t for t, m in out.sent if m.type == "note_on"]
+    first_clock = min(t for t, m in out.sent if m.type == "start")
+    assert e.clock.start_s >= ready[0] + FIRST_BAR_LEAD_S - 0.002 > start + 0.25
+    assert first_clock == pytest.approx(e.clock.start_s, abs=0.002) and ons[0] >= e.clock.start_s - 0.001
+    assert sched.late_sends == 0 and len(ons) > 4
 
 
 def test_run_live_reports_a_vanished_port(drums):
@@ -526,7 +554,7 @@ def test_run_live_drops_a_bar_that_fails_and_keeps_going(drums):
 
         def decode_bar(self, idx, val):
             # The worker warms up on throwaway bars first: fail once, composing bar 1 (made ~0.58 s in).
-            if time.perf_counter() > start + 0.3 and not self.calls:
+            if time.perf_counter() > e.clock.start_s + 0.3 and not self.calls:
                 self.calls += 1
                 raise RuntimeError("onnx says no")
             return self.inner.decode_bar(idx, val)
@@ -541,6 +569,7 @@ def test_run_live_drops_a_bar_that_fails_and_keeps_going(drums):
     log = io.StringIO()
     run_live(e, r, list, sched, stop, log=log)
     sched.close()
+    start = e.clock.start_s                                # (the first bar waited for the warm-up)
     bar_of = [int((t - start + 0.001) // 0.6) for t, m in out.sent if m.type == "note_on"]
     assert r.stats.failed == 1 and "bar 1: RuntimeError: onnx says no" == r.stats.last_error
     assert log.getvalue() == "sidl-live: a bar was dropped (bar 1: RuntimeError: onnx says no)\n"

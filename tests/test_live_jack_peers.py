@@ -138,3 +138,91 @@ def test_an_output_port_that_vanishes_is_waited_for_and_played_to_again_when_it_
     ons = [f for f, d in got if d[0] & 0xF0 == 0x90 and len(d) == 3 and d[2] > 0]
     assert len(ons) > 10 and ons[0] / rate < 1.0          # frames since the new recorder started
     assert peers.stuck_notes(got) == 0                     # SIGINT at the end silenced the new one
+
+
+def _record_through_jack_output(tmp_path, resend: bool, script) -> tuple[list, int, int]:
+    """``script(out, t0)`` sends through a frame-accurate JACK output into jack_midi_dump; -> what
+    the recorder heard (absolute frames), the period and the sample rate."""
+    import mido
+    from sidl.realtime.live import jackmidi
+    ctl = jack.Client(f"sidl-test-resend-ctl-{int(resend)}", no_start_server=True)
+    name = f"sidl-test-resend-{os.getpid()}-{int(resend)}"
+    before = {p.name for p in ctl.get_ports(is_midi=True)}
+    path = tmp_path / f"resend-{int(resend)}.txt"
+    rec = subprocess.Popen([peers.need("jack_midi_dump"), "-a", name], stdout=open(path, "w"),
+                           stderr=subprocess.DEVNULL)
+    out = None
+    try:
+        port = peers._wait_port(ctl, f"{name}:input", before)
+        out = jackmidi.JackMidiOutput(f"sidl-test-resend-out-{int(resend)}", resend=resend)
+        ctl.connect(out.own, port)
+        time.sleep(0.3)
+        script(out, mido, time.perf_counter() + 0.1)
+    finally:                                               # (closing waits for the later resends)
+        if out is not None:
+            out.close()
+        time.sleep(0.2)
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=5)
+        period, rate = ctl.blocksize, ctl.samplerate
+        ctl.close()
+    return peers.read_dump(path.read_text()), period, rate
+
+
+def _collapsed(events) -> list[tuple]:
+    """The recorded sequence a synth acts on: a note-off (or All Notes Off) for what is silent dropped."""
+    sounding, seq = set(), []
+    for _, d in events:
+        kind, ch = d[0] & 0xF0, d[0] & 0x0F
+        if kind == 0x90 and d[2]:
+            sounding.add((ch, d[1]))
+            seq.append(("on", ch, d[1]))
+        elif kind in (0x80, 0x90):
+            if (ch, d[1]) in sounding:
+                sounding.discard((ch, d[1]))
+                seq.append(("off", ch, d[1]))
+        elif kind == 0xB0 and d[1] == 123:
+            if any(c == ch for c, _ in sounding):
+                sounding -= {(c, k) for c, k in sounding if c == ch}
+                seq.append(("all off", ch))
+    return seq
+
+
+def _resend_script(out, mido, t0):
+    on = lambda ch, k, t: out.send_at(mido.Message("note_on", channel=ch, note=k, velocity=90), t0 + t)
+    off = lambda ch, k, t: out.send_at(mido.Message("note_off", channel=ch, note=k), t0 + t)
+    on(0, 60, 0.000); off(0, 60, 0.010)                   # a short note
+    on(0, 62, 0.100); off(0, 62, 0.110)                   # a key struck again 10 ms after its note-off...
+    on(0, 62, 0.120); off(0, 62, 0.400)                   # ...and held: no resend may cut it
+    on(1, 64, 0.500)                                       # a channel silenced by All Notes Off
+    out.send_at(mido.Message("control_change", channel=1, control=123, value=0), t0 + 0.550)
+
+
+def test_note_offs_are_written_again_next_cycle_and_later_without_cutting_a_re_strike(jack_server, tmp_path):
+    """A stalling JACK graph loses whole cycles of MIDI (``bench --resend``): the output writes each
+    note-off and All Notes Off again in the next cycle and RESEND_LATER_S later, so one lost cycle,
+    or a stall of several, cannot leave a note stuck; a re-strike still sounding is never cut."""
+    from sidl.realtime.live.jackmidi import RESEND_LATER_S
+    got, period, rate = _record_through_jack_output(tmp_path, True, _resend_script)
+    plain, _, _ = _record_through_jack_output(tmp_path, False, _resend_script)
+    sent = [("on", 0, 60), ("off", 0, 60), ("on", 0, 62), ("off", 0, 62), ("on", 0, 62), ("off", 0, 62),
+            ("on", 1, 64), ("all off", 1)]
+    assert _collapsed(plain) == sent and _collapsed(got) == sent
+    assert peers.stuck_notes([e for e in got if e[1][0] & 0x0F == 0]) == 0   # (channel 1: All Notes Off's)
+    offs = lambda ev, k: [f for f, d in ev if d[0] & 0xF0 in (0x80, 0x90) and d[1] == k
+                          and (d[0] & 0xF0 == 0x80 or d[2] == 0)]
+    assert len(offs(plain, 60)) == 1
+    first, *again = offs(got, 60)
+    assert len(again) == 2
+    assert 0 < again[0] - first <= period                                   # the next cycle
+    assert abs(again[1] - first - RESEND_LATER_S * rate) < period           # and later
+    # Key 62: the first note-off's later resend falls while the re-strike sounds (it came 10 ms
+    # after), so it is not written (its next-cycle one came before the re-strike); the held note's
+    # own note-off is, three times.
+    strikes = [f for f, d in got if d[0] == 0x90 and d[1] == 62 and d[2]]
+    assert len(strikes) == 2
+    between = [f for f in offs(got, 62) if strikes[1] <= f]
+    assert len(offs(got, 62)) == 2 + 3 and len(between) == 3
+    assert (between[0] - strikes[1]) / rate > 0.25                          # not cut before its time
+    all_off = [f for f, d in got if d[0] == 0xB1 and d[1] == 123]
+    assert len(all_off) == 3 and len([f for f, d in plain if d[0] == 0xB1 and d[1] == 123]) == 1

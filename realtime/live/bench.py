@@ -654,15 +654,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--periods", default="", help="with --peer-timing: JACK periods to run, each on a dummy "
                     "server of our own (e.g. 64,256); default: the running server")
     ap.add_argument("--backends", default="jack,rtmidi-jack", help="with --peer-timing: backends to compare")
-    ap.add_argument("--seconds", type=float, default=20.0, help="with --peer-timing: seconds played per run")
+    ap.add_argument("--seconds", type=float, default=20.0, help="with --peer-timing, --flood or --resend: seconds played per run")
     ap.add_argument("--link-timing", action="store_true",
                     help="only time sidl-live --link (--preset, default drums-gmd) against a second Ableton Link peer")
-    ap.add_argument("--runs", type=int, default=3, help="with --link-timing: sessions to run (each ~12 s)")
-    ap.add_argument("--json", metavar="PATH", help="with --peer-timing or --link-timing: also write the figures as JSON")
+    ap.add_argument("--runs", type=int, default=3, help="with --link-timing: sessions to run (each ~12 s); with --resend: rounds")
+    ap.add_argument("--json", metavar="PATH", help="with --peer-timing, --link-timing, --flood or --resend: also write the figures as JSON")
     ap.add_argument("--flood", action="store_true",
                     help=f"only time sidl-live (--preset, default drums-gmd) with {FLOOD_RATE} messages/s of "
                          f"notes, CCs, sysex and clock into its input against a quiet run (--seconds each, --json)")
+    ap.add_argument("--resend", action="store_true",
+                    help="only count note-offs a stalling JACK graph loses, through the JACK output with its "
+                         "resend off and on and from a C sender (--seconds and --runs, --load, --json)")
+    ap.add_argument("--load", type=int, default=1, help="with --resend: busy processes running meanwhile")
     args = ap.parse_args(argv)
+    if args.resend:
+        from .cycleloss import loss_table
+        from .peers import PeerError
+        try:
+            loss_table(args.seconds, args.runs, args.load, args.json)
+        except (PeerError, PortError) as e:
+            ap.exit(2, f"resend: {e}\n")
+        return
     if args.peer_timing:
         if not args.preset:
             ap.error("--peer-timing needs --preset")

@@ -22,15 +22,14 @@ from .clock import InternalClock
 from .link import LinkClock, LinkMissing, load_link
 from ..compose import Composer, default_mode
 from ..controls import ALL_NOTES_OFF_CC, MODES, Controls, cc_help
-from .engine import BankEntry, WarmUpError, build_engine, check_together, run_live, status_line
+from .engine import FIRST_BAR_LEAD_S, BankEntry, WarmUpError, build_engine, check_together, run_live, status_line
 from .ports import PortError, list_ports, open_input, open_output
 from .scheduler import Batch, Scheduler
 
 MAX_BEATS_PER_BAR = 32
 
 DEFAULT_PRESET = "drums-gmd"
-LEAD_S = 0.05        # the internal clock's first bar starts this long after the ports open
-SILENCE_S = 0.02     # All Notes Off goes out this long after the ports open (before the first bar)
+SILENCE_S = 0.02     # All Notes Off goes out this long after the ports open, or after loading (before the first bar)
 
 
 class UsageError(Exception):
@@ -276,13 +275,14 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
         inp.close()
         raise
     t_open = time.perf_counter()
-    # The internal clock's first bar starts a moment from now; the worker prepares it before that.
+    # The internal clock's first bar starts a moment from now, or once the worker has warmed up
+    # (``run_live`` holds it back till then).
     if link:
         lead = "\n" if sys.stderr.isatty() else ""          # off the redrawn status line
         clock = LinkClock(bpm, *meter, on_peers=lambda n: print(
             f"{lead}sidl-live: Link session: {n} other peer{'' if n == 1 else 's'}", file=sys.stderr, flush=True))
     else:
-        clock = None if bpm is None else InternalClock(bpm, *meter, start_s=t_open + LEAD_S)
+        clock = None if bpm is None else InternalClock(bpm, *meter, start_s=t_open + FIRST_BAR_LEAD_S)
     try:
         engine, renderer = build_engine(model, controls, channel=channel, clock=clock, meter=meter,
                                         send_clock=send_clock, bank=bank, input_latency_s=inp.latency_s,
@@ -303,8 +303,9 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
         stop.set()
 
     scheduler = Scheduler(outp, latency_s=outp.latency_s).start()
-    # (at once if loading took longer: not a late send to report, the first bar is later still)
-    scheduler.submit(silence_at(max(t_open + SILENCE_S, time.perf_counter())))
+    # (SILENCE_S from now if loading took longer: a message due the moment it is handed over is
+    # already late for an output that queues ahead, as the JACK backend does; the first bar is later)
+    scheduler.submit(silence_at(max(t_open, time.perf_counter()) + SILENCE_S))
     err = sys.stderr
     old = {}
     try:

@@ -45,6 +45,7 @@ from .scheduler import TIE_REALTIME, Batch, Scheduler
 
 PANIC, RETIME = "panic", "retime"         # what the conductor must do after feed()/poll()
 POLL_S = 0.001                            # the conductor looks at its input this often
+FIRST_BAR_LEAD_S = 0.05                   # an internal clock's first bar: this long after the worker is ready
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,13 @@ class Engine:
             return self.position_q
         return self.bar_q
 
+    def start_no_earlier(self, t: float) -> None:
+        """An internal clock whose song has not started yet starts at ``t`` if it would start before
+        (the next ``poll`` retimes the scheduler). A followed or Link clock keeps its master's time."""
+        c = self.clock
+        if isinstance(c, InternalClock) and self._cut is None and c.start_q == 0.0 and c.start_s < t:
+            self.clock = replace(c, start_s=t)
+
     def due(self, now: float) -> list[BarJob]:
         """Jobs (bars, or beats) whose input window has closed by ``now``, ready for the worker."""
         tl = self.timeline
@@ -390,6 +398,9 @@ def run_live(engine: Engine, renderer: Renderer, poll, scheduler: Scheduler, sto
     # The worker warms up while the conductor already listens: input is never left unread (a
     # followed clock's ticks are stamped as they are polled); jobs due meanwhile wait in its queue.
     worker = Worker(renderer, scheduler, engine.current_epoch, engine.controls, on_first_bar).start()
+    # An internal clock's first bar waits for the warm-up: bars handed to a worker still warming up
+    # (~300 ms for a cold preset) went out late. Followed and Link clocks keep their master's time.
+    held = isinstance(engine.clock, InternalClock)
     next_status = clock()
     reason = None
     logged = ""                                  # the last composing error written to ``log``
@@ -405,12 +416,15 @@ def run_live(engine: Engine, renderer: Renderer, poll, scheduler: Scheduler, sto
             if retime and engine.timeline is not None:
                 scheduler.retime(engine.timeline)
             now = clock()
+            if held and worker.ready.is_set():
+                held = False
+                engine.start_no_earlier(now + FIRST_BAR_LEAD_S)    # (poll retimes the scheduler)
             act = engine.poll(now)
             if act == PANIC:
                 scheduler.panic()
             elif act == RETIME:
                 scheduler.retime(engine.timeline)
-            for job in engine.due(now):
+            for job in () if held else engine.due(now):
                 worker.put(job)
             if (ticks := engine.take_clock()) is not None:
                 scheduler.submit(ticks)

@@ -22,6 +22,15 @@ fitted to when the process callbacks actually run (their earliest), so it stays 
 The lead is a period, a margin, and how far ahead of the line JACK runs a cycle (a cycle must have
 its events before it runs): held from what the output callback measures each cycle.
 
+Every note-off and All Notes Off the output writes is written again twice (the *resend*): in the
+next cycle, and RESEND_LATER_S later, unless that key (or channel) was struck again since and still
+sounds. A JACK graph that stalls loses whole cycles of MIDI now and then, at every reader alike, and a
+stall can take several cycles in a row: on this project's dummy server under load, 20-75 of 15,000
+note-offs a run (``python -m sidl.realtime.live.bench --resend``; a C client, ``jack_midiseq``, loses
+cycles too). A lost note-on is a missing note; a lost note-off is a note stuck until the synth is
+reset. A note-off for a key that is silent changes nothing on a synth, so the resend costs six bytes
+a note.
+
 The process callback runs on JACK's real-time thread. It only copies bytes between JACK's port
 buffer and a preallocated ring of fixed slots (one writer, one reader, no lock: the indices are
 plain integers that only their owner side advances, and the GIL orders them), notes when it ran,
@@ -34,6 +43,7 @@ import sys
 import threading
 import time
 
+from ..controls import ALL_NOTES_OFF_CC
 from .ports import VIRTUAL_IN, VIRTUAL_OUT, PortError, match_port
 
 SLOTS = 4096              # events either ring holds (a power of two); a dense bar of clock + notes is ~200
@@ -50,6 +60,8 @@ EARLY_Q = 10              # a refresh's point: this percentile of how late after
 DRAIN_S = 1.0             # an output being closed waits this long at most for JACK to take its queue
 SETTLE_PERIODS = 3        # ...and then this many cycles, for the readers of its port to take the last
 SWITCH_INTERVAL_S = 0.0002  # longest a Python thread keeps the GIL while JACK's thread waits for it
+RESEND_SLOTS = SLOTS       # note-offs and All Notes Off waiting to be written again, in each of its two queues
+RESEND_LATER_S = 0.05      # the second resend: past a stall of several cycles (this VM's last ~10 ms)
 _MASK = SLOTS - 1
 _U32, _HALF = 0xFFFFFFFF, 0x80000000
 
@@ -329,10 +341,11 @@ class _JackPort:
 
     def close(self) -> None:
         """Close the client; an output first lets JACK take what is queued (the note-offs of a
-        panic sent just before), for up to ``DRAIN_S``."""
+        panic sent just before) and write their resends, for up to ``DRAIN_S``."""
         if isinstance(self, JackMidiOutput) and not self._shut:
             deadline = time.perf_counter() + DRAIN_S
-            while self.ring.tail != self.ring.head and time.perf_counter() < deadline and not self._shut:
+            while ((self.ring.tail != self.ring.head or self._later_tail != self._later_head)
+                   and time.perf_counter() < deadline and not self._shut):
                 time.sleep(0.002)
             # Taken into a cycle's buffer is not yet read by the ports we feed, whose callbacks on a
             # loaded box may run after ours returns (a stop on CI once ended with note-ons whose
@@ -413,13 +426,28 @@ class JackMidiOutput(_JackPort):
 
     latency_s = 0.0
 
-    def __init__(self, client_name: str):
+    def __init__(self, client_name: str, resend: bool = True):
         self.late = 0                # events whose frame had passed when their cycle came (sent at once)
+        self.resent = 0              # note-offs / All Notes Off written again (see the module doc)
         self._last = None            # frame of the last message queued
+        # The resend, JACK's thread only: note-offs to write again (3 bytes each), next cycle's and the
+        # later ones (with their frames, in frame order), and what was struck since.
+        _jack()
+        self._next = _ffi.new("unsigned char[]", RESEND_SLOTS * 3)
+        self._next_n = 0
+        self._later = _ffi.new("unsigned char[]", RESEND_SLOTS * 3)
+        self._later_frames = _ffi.new("uint32_t[]", RESEND_SLOTS)
+        self._later_head = self._later_tail = 0
+        self._later_frames_d = 0     # RESEND_LATER_S in frames, once the rate is known (until then: next cycle)
+        self._resend_max = RESEND_SLOTS if resend else 0   # (off: only for the benchmark's comparison)
+        self._struck = bytearray(16 * 128)   # (channel, key): its note-ons written and not yet off
+        self._struck_ch = bytearray(16)      # channel: a note-on written after its last All Notes Off
+        self._silent = bytes(128)            # a channel's keys after All Notes Off (copied, never made there)
         self._early = [0.0, 0.0]     # the callback's earliest run before its cycle's time: this window, the last
         self._cycles = 0
         self._send_lock = threading.Lock()
         super().__init__(client_name, VIRTUAL_OUT, is_input=False)
+        self._later_frames_d = round(RESEND_LATER_S * self._client.samplerate)
         self.name = self.own
 
     @property
@@ -480,27 +508,91 @@ class JackMidiOutput(_JackPort):
             held[1], held[0] = held[0], 0.0
         buf = _lib.jack_port_get_buffer(self._pptr, nframes)
         _lib.jack_midi_clear_buffer(buf)
+        write = _lib.jack_midi_event_write
+        struck, struck_ch = self._struck, self._struck_ch
+        nxt, n_next, resend_max = self._next, self._next_n, self._resend_max
+        if n_next:                                       # last cycle's note-offs again, first, at 0
+            for e in range(0, 3 * n_next, 3):
+                if self._sounds(nxt, e):
+                    continue                             # struck again since: a resend would cut it
+                if write(buf, 0, nxt + e, 3):
+                    break
+                self.resent += 1
+            n_next = 0
+        later, later_frames = self._later, self._later_frames
+        tail, head = self._later_tail, self._later_head
+        while tail != head:                              # and those of RESEND_LATER_S ago
+            s = tail % RESEND_SLOTS
+            if (later_frames[s] - start) & _U32 < _HALF and (later_frames[s] - start) & _U32 >= nframes:
+                break                                    # (a later cycle's)
+            tail += 1
+            if self._sounds(later, 3 * s):
+                continue
+            if write(buf, 0, later + 3 * s, 3):
+                break
+            self.resent += 1
+        self._later_tail = tail
         ring = self.ring
         tail, head = ring.tail, ring.head
-        if tail == head:
-            return
-        frames, sizes, slot, write = ring.frames, ring.sizes, ring.slot, _lib.jack_midi_event_write
-        floor = 0
-        while tail != head:
-            s = tail & _MASK
-            offset = (frames[s] - start) & _U32
-            if offset >= _HALF:                          # its frame has passed: now, counted late
-                offset = floor
-                self.late += 1
-            elif offset >= nframes:                      # a later cycle's (the ring is in frame order)
-                break
-            elif offset < floor:
-                offset = floor
-            if write(buf, offset, slot[s], sizes[s]):    # the port buffer is full: the rest next cycle
-                break
-            floor = offset
-            tail += 1
-        ring.tail = tail
+        if tail != head:
+            frames, sizes, slot = ring.frames, ring.sizes, ring.slot
+            later_d, later_head = self._later_frames_d, self._later_head
+            floor = 0
+            while tail != head:
+                s = tail & _MASK
+                offset = (frames[s] - start) & _U32
+                if offset >= _HALF:                      # its frame has passed: now, counted late
+                    offset = floor
+                    self.late += 1
+                elif offset >= nframes:                  # a later cycle's (the ring is in frame order)
+                    break
+                elif offset < floor:
+                    offset = floor
+                data = slot[s]
+                if write(buf, offset, data, sizes[s]):   # the port buffer is full: the rest next cycle
+                    break
+                floor = offset
+                tail += 1
+                if sizes[s] != 3:
+                    continue
+                st = data[0]                             # what the resend needs to know
+                kind, ch = st & 0xF0, st & 0x0F
+                if kind == 0x90 and data[2]:
+                    k = (ch << 7) | data[1]
+                    if struck[k] < 255:
+                        struck[k] += 1
+                    struck_ch[ch] = 1
+                    continue
+                if kind == 0x80 or kind == 0x90:
+                    k = (ch << 7) | data[1]
+                    if struck[k]:
+                        struck[k] -= 1
+                    if struck[k]:                        # a re-strike still sounds: no resend
+                        continue
+                elif kind == 0xB0 and data[1] == ALL_NOTES_OFF_CC:
+                    struck[ch << 7:(ch + 1) << 7] = self._silent
+                    struck_ch[ch] = 0
+                else:
+                    continue
+                if n_next < resend_max:
+                    _ffi.memmove(nxt + 3 * n_next, data, 3)
+                    n_next += 1
+                if later_head - self._later_tail < resend_max:
+                    ls = later_head % RESEND_SLOTS
+                    _ffi.memmove(later + 3 * ls, data, 3)
+                    later_frames[ls] = (start + offset + later_d) & _U32
+                    later_head += 1
+            ring.tail = tail
+            self._later_head = later_head
+        self._next_n = n_next
+
+    def _sounds(self, msg, e: int) -> bool:
+        """Whether the note-off (or All Notes Off) at ``msg[e:e+3]`` would now cut a re-strike."""
+        st = msg[e]
+        ch = st & 0x0F
+        if (st & 0xF0) == 0xB0:
+            return bool(self._struck_ch[ch])
+        return bool(self._struck[(ch << 7) | msg[e + 1]])
 
 
 def open_input(match: str | None = None, client_name: str = "sidl-in") -> JackMidiInput:
