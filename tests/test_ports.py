@@ -133,3 +133,27 @@ def test_timestamps_do_not_drift_when_a_keyboard_sends_active_sensing_and_sysex(
     err = [t - s for t, s in zip(notes, sent)]
     # Each arrives within a JACK period or two of its send, the last as well as the first.
     assert max(abs(e) for e in err) < 0.004, err
+
+
+def test_a_jack_client_close_that_blocks_is_given_up_after_a_while(jack_server):
+    # jack_client_close once blocked for good in the soak (1 of 1,000 sessions, after everything
+    # was silenced): sidl-live must still exit. Here a real output's close is made to block.
+    import threading
+    import jack
+    from sidl.realtime.live import jackmidi
+    out = jackmidi.JackMidiOutput("sidl-test-close-hang")
+    client, ptr, release = out._client, out._client._ptr, threading.Event()
+    client.close = lambda: release.wait(30)
+    t0 = time.perf_counter()
+    out.close()
+    waited = time.perf_counter() - t0
+    try:
+        assert out.close_timed_out and jackmidi.CLOSE_S <= waited < jackmidi.CLOSE_S + 1.5
+        assert client._ptr == jack._ffi.NULL                 # its __del__ will not try again
+    finally:
+        release.set()
+        client._ptr = ptr
+        jack.Client.close(client)
+    quick = jackmidi.JackMidiOutput("sidl-test-close-ok")
+    quick.close()
+    assert not quick.close_timed_out

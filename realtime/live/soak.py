@@ -200,9 +200,18 @@ class _Recorder:
         before = {p.name for p in self.ctl.get_ports(is_midi=True)}
         out = tempfile.TemporaryFile("w+")
         self.files.append(out)
-        self.proc = subprocess.Popen([need("jack_midi_dump"), "-a", self.name], stdout=out,
-                                     stderr=subprocess.DEVNULL)
-        return _wait_port(self.ctl, f"{self.name}:input", before, PORT_S)    # (not another session's)
+        err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen([need("jack_midi_dump"), "-a", self.name], stdout=out, stderr=err)
+        try:
+            return _wait_port(self.ctl, f"{self.name}:input", before, PORT_S)    # (not another session's)
+        except PeerError as e:                 # say what the recorder said (a setup failure's why)
+            err.seek(0)
+            said = " / ".join(err.read().split("\n")[-3:]).strip(" /")
+            rc = self.proc.poll()
+            raise PeerError(f"{e} (jack_midi_dump {'running' if rc is None else f'exited {rc}'}"
+                            f"{': ' + said[-200:] if said else ''})") from None
+        finally:
+            err.close()
 
     def stop(self) -> None:
         _stop(self.proc)
