@@ -157,3 +157,35 @@ def test_a_jack_client_close_that_blocks_is_given_up_after_a_while(jack_server):
     quick = jackmidi.JackMidiOutput("sidl-test-close-ok")
     quick.close()
     assert not quick.close_timed_out
+
+
+def test_connecting_while_other_clients_ports_come_and_go(jack_server):
+    # The soak on CI: sidl-live's start failed with "cannot list JACK's MIDI ports: Port ... not
+    # available" while other sessions' ports vanished (JACK-Client looked each listed name up again).
+    import threading
+    import jack
+    from sidl.realtime.live import jackmidi
+    target, churn = jack.Client("sidl-test-churn-target"), jack.Client("sidl-test-churn")
+    target.midi_inports.register("in")
+    target.activate()
+    churn.activate()
+    stop = threading.Event()
+
+    def come_and_go():
+        while not stop.is_set():
+            for p in [churn.midi_inports.register(f"p{i}") for i in range(20)]:
+                p.unregister()
+
+    threading.Thread(target=come_and_go, daemon=True).start()
+    out = jackmidi.JackMidiOutput("sidl-test-churn-out")
+    try:
+        for _ in range(200):                                # (before the fix: ~15% of these failed)
+            out.connect("sidl-test-churn-target:in", "output")
+            out._client.disconnect(out.own, out.target)
+        assert out.target == "sidl-test-churn-target:in"
+    finally:
+        stop.set()
+        time.sleep(0.05)
+        out.close()
+        churn.close()
+        target.close()

@@ -39,6 +39,7 @@ from ..controls import Controls
 from .bars import BarJob
 from .engine import build_engine, run_live
 from ..codec.notes import NoteArray
+from .jackmidi import midi_port_names
 from .ports import PortError, jack_running, open_input, open_output, transport_latency_s
 from .scheduler import Batch, Scheduler
 
@@ -516,7 +517,7 @@ def flood_run(preset: str, seconds: float, flood: bool, rate: int = FLOOD_RATE) 
     stop = threading.Event()
     sent = [0, 0]                                          # sent, refused (the sender's queue full)
     try:
-        before = {p.name for p in ctl.get_ports(is_midi=True)}
+        before = set(midi_port_names(ctl))
         name = f"sidl-flood-rec-{os.getpid()}"
         dump = subprocess.Popen([peers.need("jack_midi_dump"), "-a", name], stdout=rec_out, stderr=subprocess.DEVNULL)
         dump_in = peers._wait_port(ctl, f"{name}:input", before, 30.0)

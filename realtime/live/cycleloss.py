@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from .jackmidi import midi_port_names
 from .peers import _wait_port, need, read_dump, stuck_notes
 
 NOTE_GAP_S = 0.002        # a note every 2 ms: some note-off in most cycles at period 64
@@ -47,7 +48,7 @@ class _Recording:
         self._procs, self.ports, self.stuck = [], [], []
         try:
             for i, f in enumerate(self._files):
-                before = {p.name for p in self.ctl.get_ports(is_midi=True)}
+                before = set(midi_port_names(self.ctl))
                 name = f"sidl-loss-rec{i}-{tag}"
                 self._procs.append(subprocess.Popen([need("jack_midi_dump"), "-a", name], stdout=f,
                                                     stderr=subprocess.DEVNULL))
@@ -120,7 +121,7 @@ def c_run(seconds: float) -> LossRun:
     tag = f"{os.getpid()}-c"
     with _Recording(tag) as rec:
         period, rate = rec.ctl.blocksize, rec.ctl.samplerate
-        before = {p.name for p in rec.ctl.get_ports(is_midi=True)}
+        before = set(midi_port_names(rec.ctl))
         name = f"sidl-loss-seq-{tag}"
         args = []
         for i in range(100):                          # note on at each cycle's start, off mid-cycle

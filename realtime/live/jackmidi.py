@@ -302,12 +302,8 @@ class _JackPort:
 
     def connect(self, match: str, direction: str) -> None:
         """Connect our port to the existing port that ``match`` names (see ``ports.match_port``)."""
-        try:
-            others = self._client.get_ports(is_midi=True, is_output=direction == "input",
-                                            is_input=direction == "output")
-        except self._jack.JackError as e:     # a port vanished while JACK listed them (soak: a crash)
-            raise PortError(f"cannot list JACK's MIDI ports: {e}") from e
-        names = [p.name for p in others if not p.name.startswith(self._client.name + ":")]
+        names = [n for n in midi_port_names(self._client, is_input=direction == "output")
+                 if not n.startswith(self._client.name + ":")]
         self.target = match_port(match, names, direction)
         self._match, self._direction = match, direction
         try:
@@ -629,6 +625,24 @@ def open_output(match: str | None = None, client_name: str = "sidl-out") -> Jack
     return port
 
 
+def midi_port_names(client, is_input: bool | None = None) -> list[str]:
+    """The names of JACK's MIDI input ports, output ports, or (``None``) both, seen by ``client`` (a
+    ``jack.Client``). Names only: JACK-Client's ``get_ports`` looks each listed name up again and
+    raised when another client's port had vanished in between (the soak on CI: sessions starting
+    and stopping side by side failed to start)."""
+    jack = _jack()
+    lib, ffi = jack._lib, jack._ffi
+    flags = 0 if is_input is None else lib.JackPortIsInput if is_input else lib.JackPortIsOutput
+    found = ffi.gc(lib.jack_get_ports(client._ptr, b"", b"8 bit raw midi", flags), lib.jack_free)
+    names = []
+    if found:
+        i = 0
+        while found[i]:
+            names.append(ffi.string(found[i]).decode(errors="replace"))
+            i += 1
+    return names
+
+
 def list_ports() -> tuple[list[str], list[str]]:
     """(ports we can read from, ports we can send to) on the running JACK server."""
     jack = _jack()
@@ -637,7 +651,6 @@ def list_ports() -> tuple[list[str], list[str]]:
     except jack.JackError as e:
         raise PortError(f"cannot open a JACK client: {e}") from e
     try:
-        return ([p.name for p in client.get_ports(is_midi=True, is_output=True)],
-                [p.name for p in client.get_ports(is_midi=True, is_input=True)])
+        return midi_port_names(client, is_input=False), midi_port_names(client, is_input=True)
     finally:
         client.close()

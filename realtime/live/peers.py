@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .clock import PPQN
+from .jackmidi import midi_port_names
 
 PEER_BPM = 120.0
 TICKS_PER_16TH = PPQN // 4
@@ -167,7 +168,7 @@ def _wait_port(client, suffix: str, before: set[str], timeout_s: float = 5.0) ->
     """The full name of a port ending in ``suffix`` that was not there ``before``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        new = [p.name for p in client.get_ports(is_midi=True) if p.name.endswith(suffix) and p.name not in before]
+        new = [n for n in midi_port_names(client) if n.endswith(suffix) and n not in before]
         if new:
             return new[0]
         time.sleep(0.05)
@@ -233,7 +234,7 @@ def run_session(launch: list[str], backend: str, sync: bool, seconds: float,
     err = tempfile.TemporaryFile("w+")
     procs: list[subprocess.Popen] = []
     try:
-        before = {p.name for p in ctl.get_ports(is_midi=True)}
+        before = set(midi_port_names(ctl))
         dump_name = f"sidl-peer-dump-{tag}"
         procs.append(subprocess.Popen([need("jack_midi_dump"), "-a", dump_name], stdout=out,
                                       stderr=subprocess.DEVNULL))

@@ -51,6 +51,7 @@ import numpy as np
 from ..controls import ALL_NOTES_OFF_CC, CC_TABLE
 from ..codec.midifile import SUSTAIN_CC
 from .clock import PPQN
+from .jackmidi import midi_port_names
 from .peers import PeerError, _stop, _wait_port, need, read_dump, stuck_notes
 from .ports import open_output
 from .scheduler import Batch, Scheduler
@@ -197,7 +198,7 @@ class _Recorder:
         self.port = self.start()
 
     def start(self) -> str:
-        before = {p.name for p in self.ctl.get_ports(is_midi=True)}
+        before = set(midi_port_names(self.ctl))
         out = tempfile.TemporaryFile("w+")
         self.files.append(out)
         err = tempfile.TemporaryFile("w+")
