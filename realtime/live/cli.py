@@ -348,9 +348,9 @@ def session(model, controls, bpm, meter, channel, port, out, backend, send_clock
         for s, h in old.items():
             signal.signal(s, h)
     print(summary, file=err, flush=True)
-    stuck = [p.name for p in (inp, outp) if getattr(p, "close_timed_out", False)]
-    if stuck:                        # (after the silencing: nothing is left sounding)
-        print(f"sidl-live: JACK did not let {stuck[0]!r} close; leaving it to the exit", file=err)
+    unclosed = [p.name for p in (inp, outp) if getattr(p, "close_timed_out", False)]
+    if unclosed:                     # (after the silencing: nothing is left sounding)
+        print(f"sidl-live: JACK did not let {unclosed[0]!r} close; leaving it to the exit", file=err)
     if reason:
         print(f"sidl-live: {reason}; stopped and silenced", file=err)
         return 1

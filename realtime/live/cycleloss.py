@@ -14,13 +14,15 @@ is what loses the cycles.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 
 from .jackmidi import midi_port_names
-from .peers import _wait_port, need, read_dump, stuck_notes
+from .peers import PeerError, _stop, _wait_port, need, stuck_notes
+from .soak import _Recorder
 
 NOTE_GAP_S = 0.002        # a note every 2 ms: some note-off in most cycles at period 64
 NOTE_LEN_S = 0.0007       # note-off this long after its note-on (the next cycle, or the same)
@@ -37,49 +39,35 @@ class LossRun:
 
 
 class _Recording:
-    """Two ``jack_midi_dump`` recorders and a control client: ``with _Recording(tag) as rec:`` feed
-    ``rec.ports``; after the block ``rec.stuck`` holds each recorder's stuck notes."""
+    """Two ``jack_midi_dump`` recorders (the soak's) and a control client: ``with _Recording(tag) as
+    rec:`` feed ``rec.ports``; after the block ``rec.stuck`` holds each recorder's stuck notes."""
 
     def __init__(self, tag: str):
         import jack
-        import tempfile
         self.ctl = jack.Client(f"sidl-loss-ctl-{tag}", no_start_server=True)
-        self._files = [tempfile.TemporaryFile("w+") for _ in range(2)]
-        self._procs, self.ports, self.stuck = [], [], []
+        self._recorders, self.stuck = [], []
         try:
-            for i, f in enumerate(self._files):
-                before = set(midi_port_names(self.ctl))
-                name = f"sidl-loss-rec{i}-{tag}"
-                self._procs.append(subprocess.Popen([need("jack_midi_dump"), "-a", name], stdout=f,
-                                                    stderr=subprocess.DEVNULL))
-                self.ports.append(_wait_port(self.ctl, f"{name}:input", before))
+            for i in range(2):
+                self._recorders.append(_Recorder(self.ctl, f"sidl-loss-rec{i}-{tag}"))
         except BaseException:
             self._close()
             raise
+        self.ports = [r.port for r in self._recorders]
 
     def __enter__(self) -> "_Recording":
         return self
 
     def __exit__(self, kind, *_) -> None:
-        self._close()
+        for r in self._recorders:
+            r.stop()
         if kind is None:
-            for f in self._files:
-                f.seek(0)
-                self.stuck.append(stuck_notes(read_dump(f.read())))
-        for f in self._files:
-            f.close()
+            self.stuck = [stuck_notes(r.recordings()[0]) for r in self._recorders]
+        self._close()
 
     def _close(self) -> None:
-        _stop(self._procs)
-        self._procs = []
+        for r in self._recorders:
+            r.close()
         self.ctl.close()
-
-
-def _stop(procs) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        p.wait(timeout=5)
 
 
 def sidl_run(seconds: float, resend: bool) -> LossRun:
@@ -139,7 +127,7 @@ def c_run(seconds: float) -> LossRun:
             wall = time.perf_counter() - t0
             time.sleep(0.2)
         finally:
-            _stop([seq])
+            _stop(seq, signal.SIGTERM)
     # (a disconnect in mid-note leaves one sounding at each recorder: not a loss)
     stuck = tuple(max(0, s - 1) for s in rec.stuck)
     return LossRun("C sender", int(wall * rate / period), stuck, 0, 0, 0)
@@ -147,6 +135,10 @@ def c_run(seconds: float) -> LossRun:
 
 def loss_table(seconds: float, runs: int, load: int, json_path: str | None = None) -> list[dict]:
     """The --resend table: ``runs`` rounds of (resend off, resend on, C sender), under ``load`` busy processes."""
+    from .ports import jack_running
+    if not jack_running():
+        raise PeerError("no JACK server is running (jackd -d dummy -r 48000 -p 64 &, or .ci/setup-jack.sh)")
+    need("jack_midi_dump"), need("jack_midiseq")
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
     rows = []
     try:
