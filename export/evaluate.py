@@ -110,6 +110,9 @@ def by_meter(preset, pieces, k: int, whole: dict | None = None) -> dict:
             for m, chosen in sorted(groups.items())}
 
 
+EVAL_BLOCK_BEATS = 128       # beats encoded at once by piano_rows
+
+
 def piano_rows(preset, pieces, train, ks) -> dict:
     """A piano preset beside the two references of issue #10, on the same ``pieces``, every k.
 
@@ -126,8 +129,15 @@ def piano_rows(preset, pieces, train, ks) -> dict:
     for x in grids:
         true = decode_piano_grid(x)
         for k in ks:
-            idx, val = preset.encode_bar(x, k)
-            scores[k].add(true, decode_piano_grid(preset.decode_bar(idx, val)), int(np.count_nonzero(val)))
+            # a long piece in blocks of beats: the pursuit graph's tensors grow with beats x atoms
+            # (a 256-shape preset on a whole ASAP piece needed > 18 GB); a note held across a block
+            # boundary ends there, which only touches offsets
+            decoded, entries = [], 0
+            for i in range(0, len(x), EVAL_BLOCK_BEATS * L):
+                idx, val = preset.encode_bar(x[i:i + EVAL_BLOCK_BEATS * L], k)
+                decoded.append(preset.decode_bar(idx, val))
+                entries += int(np.count_nonzero(val))
+            scores[k].add(true, decode_piano_grid(np.concatenate(decoded)), entries)
     loud = pe.loudest_rows(grids, ks, L)
     shapes = pe.counted_rows([p.x for p in train], grids, preset.n_atoms, ks, L)
     rows = {}

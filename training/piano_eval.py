@@ -70,26 +70,20 @@ def loudest_rows(grids: list[np.ndarray], ks, steps_per_beat: int) -> dict:
     return {k: s.report() for k, s in scores.items()}
 
 
-def greedy_pursuit(x: np.ndarray, d: ShapeDictionary, k_max: int):
-    """Greedy placement of shapes on a piano grid, every beat at once.
+PURSUIT_CHUNK = 64           # beats pursued at once: the placement tensors grow with beats x shapes
 
-    Each pick takes the placement (shape, step, transposition) anchored on an onset of the beat
-    with the largest gain = onsets newly explained - cells off the music (ties: fewer wrong, then
-    lower onset, then lower shape), and stops when no gain is positive. Returns per beat and slot
-    shape, step, lowest key, velocity (mean of the true notes covered) and length in steps (their
-    mean), all (beats, k_max), with shape -1 for an empty slot.
+
+def placements(on: np.ndarray, d: ShapeDictionary):
+    """Every placement of every shape anchored on an onset of each beat.
+
+    ``on``: (beats, steps_per_beat * 88) bool onsets. Returns, each (beats, N, A) with N the most
+    onsets a beat has: ``ok`` (the anchor is an onset and the shape fits the beat and the keyboard),
+    ``cells`` (beats, N, A, Cmax) flat grid index of each cell (0 where masked), ``cm`` the cell
+    mask, ``dt``/``t`` the placement's step and lowest key, ``in_music`` cells landing on onsets.
     """
     L = d.steps_per_beat
-    on = beat_onsets(x, L).reshape(-1, L * N_KEYS)
     NB = len(on)
-    vel = x[: NB * L, N_KEYS:2 * N_KEYS].reshape(NB, -1) * 127.0
-    length = note_lengths(x[: NB * L])
-    out_a = np.full((NB, k_max), -1, np.int64)
-    out_dt, out_t = np.zeros((NB, k_max), np.int64), np.zeros((NB, k_max), np.int64)
-    out_v, out_len = np.zeros((NB, k_max), np.float32), np.zeros((NB, k_max), np.float32)
-    if NB == 0:
-        return out_a, out_dt, out_t, out_v, out_len
-    n_on = max(1, int(on.sum(1).max()))
+    n_on = max(1, int(on.sum(1).max())) if NB else 1
     pos = np.argsort(~on, axis=1, kind="stable")[:, :n_on]                # onsets first, in grid order
     present = np.take_along_axis(on, pos, 1)
     cs, cp = d.cells[..., 0] * d.mask, d.cells[..., 1] * d.mask
@@ -104,6 +98,38 @@ def greedy_pursuit(x: np.ndarray, d: ShapeDictionary, k_max: int):
     cells = np.where(cm, cells, 0)
     rows = np.arange(NB)[:, None, None, None]
     in_music = (on[rows, cells] & cm).sum(-1)
+    return ok, cells, cm, dt, t, in_music
+
+
+def greedy_pursuit(x: np.ndarray, d: ShapeDictionary, k_max: int):
+    """Greedy placement of shapes on a piano grid, every beat at once.
+
+    Each pick takes the placement (shape, step, transposition) anchored on an onset of the beat
+    with the largest gain = onsets newly explained - cells off the music (ties: fewer wrong, then
+    lower onset, then lower shape), and stops when no gain is positive. Returns per beat and slot
+    shape, step, lowest key, velocity (mean of the true notes covered) and length in steps (their
+    mean), all (beats, k_max), with shape -1 for an empty slot.
+    """
+    L = d.steps_per_beat
+    on = beat_onsets(x, L).reshape(-1, L * N_KEYS)
+    NB = len(on)
+    vel = x[: NB * L, N_KEYS:2 * N_KEYS].reshape(NB, -1) * 127.0
+    length = note_lengths(x[: NB * L]).reshape(NB, -1)     # of the whole piece: notes cross chunks
+    parts = [_pursue(on[i:i + PURSUIT_CHUNK], vel[i:i + PURSUIT_CHUNK], length[i:i + PURSUIT_CHUNK], d, k_max)
+             for i in range(0, max(NB, 1), PURSUIT_CHUNK)]
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts))
+
+
+def _pursue(on, vel, length, d: ShapeDictionary, k_max: int):
+    """greedy_pursuit on a block of beats: onsets, velocities and lengths, each (beats, L * 88)."""
+    NB = len(on)
+    out_a = np.full((NB, k_max), -1, np.int64)
+    out_dt, out_t = np.zeros((NB, k_max), np.int64), np.zeros((NB, k_max), np.int64)
+    out_v, out_len = np.zeros((NB, k_max), np.float32), np.zeros((NB, k_max), np.float32)
+    if NB == 0:
+        return out_a, out_dt, out_t, out_v, out_len
+    ok, cells, cm, dt, t, in_music = placements(on, d)
+    rows = np.arange(NB)[:, None, None, None]
     wrong = d.mask.sum(1) - in_music
     R = on.copy()
     flat = lambda a: a.reshape(NB, -1)
@@ -122,7 +148,7 @@ def greedy_pursuit(x: np.ndarray, d: ShapeDictionary, k_max: int):
         out_a[b, slot] = a_i
         out_dt[b, slot], out_t[b, slot] = dt[b, n_i, a_i], t[b, n_i, a_i]
         out_v[b, slot] = (vel[b[:, None], cc] * true).sum(1) / hits
-        out_len[b, slot] = (length.reshape(NB, -1)[b[:, None], cc] * true).sum(1) / hits
+        out_len[b, slot] = (length[b[:, None], cc] * true).sum(1) / hits
         R[b[:, None], np.where(m, cc, cc[:, :1])] = False
     return out_a, out_dt, out_t, out_v, out_len
 

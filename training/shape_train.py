@@ -1,6 +1,7 @@
 """`sidl train CORPUS --codec piano-grid --transpose`: a dictionary of piano shapes placed at any pitch.
 
-    count shapes on the training split (sidl.training.shapes) -> keep the n most useful
+    count shapes on the training split (sidl.training.shapes) -> choose the n that explain the
+    training beats best together (facility location on pursuit's gain, sidl.training.shape_select)
     -> fit each shape's feel (velocity and length ratio per cell) on the codes pursuit gives
     -> measure on the test split beside the two references -> run folder (run.json, shapes.npz)
 
@@ -20,7 +21,8 @@ from sidl.realtime.codec.files import atomic_write, write_json_atomic
 from .checkpoint import read_npz, read_run_info, sidl_version
 from .corpora import load_corpus
 from .piano_eval import greedy_pursuit, loudest_rows, shape_rows
-from .shapes import DEFAULT_SPAN, ShapeDictionary, counted_dictionary
+from .shape_select import covering_dictionary
+from .shapes import DEFAULT_SPAN, ShapeDictionary
 
 KIND = "piano-shapes"
 FEEL_PIECES = 120            # training pieces the feel templates are fitted on
@@ -75,8 +77,8 @@ def train_shapes(a, log=sys.stderr) -> dict:
         raise ValueError(f"{a.corpus}: no training pieces")
     grids = [p.x for p in train]
     L = codec.steps_per_beat
-    d = counted_dictionary(grids, a.n_atoms, L, a.span)
-    print(f"counted shapes on {len(train)} pieces in {time.perf_counter() - t0:.0f} s", file=log)
+    d = covering_dictionary(grids, a.n_atoms, L, a.span, seed=a.seed)
+    print(f"chose {d.n_shapes} shapes on {len(train)} pieces in {time.perf_counter() - t0:.0f} s", file=log)
     rng = np.random.default_rng(a.seed)
     feel_on = [grids[i] for i in rng.permutation(len(grids))[:FEEL_PIECES]]
     d = fit_feel(d, feel_on, a.k_max)
@@ -87,7 +89,8 @@ def train_shapes(a, log=sys.stderr) -> dict:
     args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(a).items()}
     write_json_atomic(out / "run.json", {"kind": KIND, "codec": codec.to_dict(),
                                          "model": {"kind": KIND, "n_atoms": d.n_shapes, "atom_length": L,
-                                                   "span": a.span, "k_max": a.k_max},
+                                                   "span": a.span, "k_max": a.k_max,
+                                                   "selection": "facility location on pursuit gain"},
                                          "corpus": corpus, "args": args, "sidl_version": sidl_version()})
     test, _ = load_corpus(a.corpus, codec, "test")
     test = test[: a.eval_pieces] if a.eval_pieces else test
