@@ -11,9 +11,11 @@ from sidl.training.pop909 import pop909_corpus
 SPB = PIANO_GRID.steps_per_bar
 
 
-@pytest.fixture(scope="module")
-def preset():
-    return load_preset("piano-pop909")
+@pytest.fixture(scope="module", params=["piano-pop909", "piano-asap"])
+def preset(request):
+    """Both shipped piano presets: their longest shapes (11 and 12 cells) sum in two and three
+    packets, the two longer orders of ``eigen_sum_columns``."""
+    return load_preset(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from sidl.realtime.codec.pianogrid import N_KEYS
+from sidl.realtime.preset.pursuit import MAX_CELLS
 
 from .piano_eval import greedy_pursuit, placements
 from .shapes import DEFAULT_SPAN, ShapeDictionary, beat_onsets, count_shapes, dictionary_of
@@ -73,7 +74,9 @@ def covering_dictionary(grids: list[np.ndarray], n_shapes: int, steps_per_beat: 
                         beats: int = BEATS) -> ShapeDictionary:
     """The single note plus the n_shapes - 1 pool shapes chosen by facility location (see module doc)."""
     L = steps_per_beat
-    ranked = [s for s, _ in count_shapes(grids, L, span)[:pool]]
+    # (shapes the live encoder's numpy pursuit can sum exactly; longer ones would make a preset
+    # fall back to its slower graph)
+    ranked = [s for s, _ in count_shapes(grids, L, span) if len(s) <= MAX_CELLS][:pool]
     candidates = dictionary_of(ranked, L)                  # shape 0: the single note
     on = np.concatenate([beat_onsets(x, L).reshape(-1, L * N_KEYS) for x in grids])
     on = on[on.any(1)]

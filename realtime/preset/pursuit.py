@@ -24,6 +24,7 @@ K = 88                  # keys: a transposition is a shape's lowest key 0..87
 MAX_ONSETS = 24         # onsets per beat that anchor candidates (ShapeEncoder's MAX_ONSETS)
 RUN_CAP = 256           # note lengths read from the holds up to 256 + 1 steps (its pointer doubling)
 MAX_LENGTH = 255        # longest length a code entry stores
+MAX_CELLS = 15          # longest shape whose sums are reproduced (three packets, see sum_packets)
 TABLES = ("tables.cm", "tables.first_s", "tables.first_p", "tables.rel", "tables.extent", "tables.span")
 
 
@@ -56,6 +57,7 @@ class ShapePursuit:
         self.fits = fits.reshape(self.L * K, self.A)
         self.first_s, self.first_p = first_s, first_p
         self.sum_columns = eigen_sum_columns(self.Cmax)
+        self.sum_packets = sum_packets(self.Cmax)
         # (Cmax + 1, A): each shape's cells from its anchor, one more always empty (the sum
         # orders' padding); empty cells are sent, per window, onto the zero padding past the grid
         self.rel_t = np.ascontiguousarray(np.pad(self.rel, ((0, 0), (0, 1))).T)
@@ -144,8 +146,8 @@ class ShapePursuit:
         hits = np.maximum(true.sum(1), np.float32(1))
         on_cell = np.minimum(cell, G - 1)                     # (padding cells count 0 below)
         step, key = on_cell // K, on_cell % K
-        v = _tree_sum(x[step, K + key] * true) / hits
-        d = _tree_sum(note_lengths_at(x, onset, step, key) * true) / hits
+        v = _tree_sum(x[step, K + key] * true, self.sum_packets) / hits
+        d = _tree_sum(note_lengths_at(x, onset, step, key) * true, self.sum_packets) / hits
         aa = a[best]
         anchor = cells[0, best] - (b * L + self.first_s[aa]) * K    # anchor cell = shape's first
         j = (aa * L + anchor // K) * K + anchor % K - self.first_p[aa]
@@ -184,31 +186,52 @@ def eigen_sum_columns(C: int) -> np.ndarray:
     vectorised sum (onnxruntime's ReduceSum over the last axis, SSE packets of 4) does, for each
     row start's offset from 16-byte alignment (in floats, 0..3). Column ``C`` is an empty cell.
 
-    Eigen adds the first aligned packet of 4 lane-wise, folds it as (p0 + p2) + (p1 + p3), then
-    adds the unaligned leading and trailing floats in order; a row too short for a packet is
-    added left to right. Float addition is not associative, so the order decides the last bit of
-    a placement's mean velocity. Rows of 8 or more floats (more packets) are not written here.
-    (Read off onnxruntime 1.32's outputs on 3,420 POP909 beats: every one matched, and no single
+    Eigen (``redux_impl``, linear vectorised traversal) skips the unaligned leading floats, adds
+    the aligned packets of 4 lane-wise in two accumulators (packets 0, 2, ... and 1, 3, ...),
+    adds those, then the odd last packet; folds the lanes as (l0 + l2) + (l1 + l3); then adds
+    the leading and trailing floats in order. A row too short for a packet is added left to
+    right. Float addition is not associative, so the order decides the last bit of a
+    placement's mean velocity. The first ``4 * sum_packets(C)`` columns are packet lanes; a
+    row with one packet fewer than that gets an empty (zero) packet last, which adds exactly.
+    (Read off onnxruntime 1.32's outputs on POP909 beats: every one matched, and no single
     order did; ``Preset`` checks it again at every load.)
     """
-    if C >= 8:
-        raise ValueError(f"shapes of {C} cells: the sum order of longer rows is not reproduced")
-    W = max(4, C + 2)
-    out = np.full((4, W), C, np.int64)
+    P = sum_packets(C)
+    orders = []
     for misalign in range(4):
         start = min(C, (4 - misalign) % 4)             # floats before the first aligned packet
-        if C - start >= 4:
-            order = list(range(start, start + 4)) + list(range(start)) + list(range(start + 4, C))
+        n = (C - start) // 4                           # whole aligned packets (P or P - 1)
+        if n:
+            packets = list(range(start, start + 4 * n)) + [C] * (4 * (P - n))
+            order = packets + list(range(start)) + list(range(start + 4 * n, C))
         else:                                          # no packet: a0 + a1 + ... left to right
-            order = list(range(min(C, 2))) + [C] * (2 - min(C, 2)) + [C, C] + list(range(2, C))
+            order = list(range(min(C, 2))) + [C] * (4 - min(C, 2)) + list(range(2, C))
+        orders.append(order)
+    out = np.full((4, max(map(len, orders))), C, np.int64)
+    for misalign, order in enumerate(orders):
         out[misalign, :len(order)] = order
     return out
 
 
-def _tree_sum(q: np.ndarray) -> np.ndarray:
-    """((q0 + q2) + (q1 + q3)) + q4 + q5 + ... of each row, in float32 (see eigen_sum_columns)."""
-    s = (q[:, 0] + q[:, 2]) + (q[:, 1] + q[:, 3])
-    for c in range(4, q.shape[1]):
+def sum_packets(C: int) -> int:
+    """Packet slots of ``eigen_sum_columns(C)``: the most aligned packets a row of C floats has
+    (at least one, the short rows' pseudo packet). Rows may have one fewer, padded with a zero
+    packet, which is exact only up to 3 slots: 4 real packets add as (p0 + p2) + (p1 + p3), 3 as
+    (p0 + p1) + p2, and no zero packet turns one order into the other."""
+    if C > MAX_CELLS:
+        raise ValueError(f"shapes of {C} cells: the sum order of rows of more than {MAX_CELLS} floats is not reproduced")
+    return max(1, C // 4)
+
+
+def _tree_sum(q: np.ndarray, packets: int) -> np.ndarray:
+    """Each row of q (columns laid out by eigen_sum_columns) summed in Eigen's order, in float32."""
+    lanes = q[:, :4]
+    if packets > 1:
+        lanes = lanes + q[:, 4:8]                      # the two accumulators (packets 0 and 1)
+        if packets > 2:
+            lanes = lanes + q[:, 8:12]                 # the odd last packet
+    s = (lanes[:, 0] + lanes[:, 2]) + (lanes[:, 1] + lanes[:, 3])
+    for c in range(4 * packets, q.shape[1]):
         s += q[:, c]
     return s
 
