@@ -41,6 +41,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -60,6 +61,7 @@ PRESETS = ("drums-gmd", "piano-pop909")
 EXIT_S = 10.0             # a session that has not exited this long after its signal hangs
 READY_S = 60.0            # sidl-live's start (imports, preset, warm-up) on a loaded machine
 PORT_S = 30.0             # a recorder's port appears within this on a loaded machine
+EXIT_GUARD_S = 5.0        # a worker whose JACK client could not close ends this long after its session
 SETTLE_S = 0.3            # after sidl-live exits, the recorder still gets its last events
 ACTIONS = ("cc-storm", "program", "mode", "notes", "panic", "port-loss", "transport")
 
@@ -368,7 +370,16 @@ def run_session(index: int, seed: int, keep: str | None = None) -> SessionResult
             rec.close()
         if witness is not None:
             witness.close()
-        ctl.close()
+        if sender is not None and getattr(sender, "close_timed_out", False):
+            # The sender's jack_client_close is stuck (see jackmidi's close) and holds libjack's
+            # lock, so closing ctl would block this worker for good, and the server with it (it
+            # waits on the stuck client): leave both to this process's exit, which the pool
+            # makes right after the session (max_tasks_per_child=1), and where the server drops
+            # them. The guard ends the process should libjack's exit block on that lock too.
+            ctl._ptr = jack._ffi.NULL
+            threading.Timer(EXIT_GUARD_S, os._exit, (0,)).start()
+        else:
+            ctl.close()
         err.close()
 
 
@@ -388,7 +399,10 @@ def soak(sessions: int, seed: int = 0, workers: int = 3, progress=None, keep: st
     # process's threads opened and closed clients at once; one session at a time per process is
     # what every JACK client program does.
     results: list[SessionResult] = []
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    # One session per process: a client whose close is stuck is only dropped by the server when its
+    # process exits (see run_session).
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               max_tasks_per_child=1)
     try:
         futures = {pool.submit(run_session, i, seed, keep): i for i in range(sessions)}
         for future in as_completed(futures):
