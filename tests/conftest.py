@@ -40,6 +40,35 @@ def gmd_bars():
     return [steps.window(16.0 * b - 0.5, 16.0 * b + 15.5).scaled(1.0, -0.5) for b in range(1, 9)]
 
 
+# .ci/setup-jack.sh starts the dummy server with its output here: its "XRun" lines are cycles the
+# server itself missed, which on a contended VM (CPU steal) come by the thousand and take the live
+# timing tests' sub-period tolerances with them. The summary says how many came during the run.
+JACKD_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / "sidl-jackd.log"
+
+
+def _server_xruns() -> int | None:
+    try:
+        return JACKD_LOG.read_text(errors="replace").count("XRun")
+    except OSError:
+        return None
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_XRUNS_AT_START] = (_server_xruns(), time.monotonic())
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    start, t0 = config.stash.get(_XRUNS_AT_START, (None, 0.0))
+    now = _server_xruns()
+    if start is not None and now is not None and now >= start:
+        seconds = time.monotonic() - t0
+        terminalreporter.write_line(f"JACK server ({JACKD_LOG}): {now - start} xruns during these "
+                                    f"{seconds:.0f} s ({(now - start) / max(seconds, 1):.1f} a second)")
+
+
+_XRUNS_AT_START = pytest.StashKey[tuple]()
+
+
 def _jack_running() -> bool:
     from sidl.realtime.live.ports import jack_running
     return jack_running()
