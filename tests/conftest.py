@@ -44,6 +44,7 @@ def gmd_bars():
 # server itself missed, which on a contended VM (CPU steal) come by the thousand and take the live
 # timing tests' sub-period tolerances with them. The summary says how many came during the run.
 JACKD_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / "sidl-jackd.log"
+_XRUNS_AT_START = pytest.StashKey[tuple]()    # (the log's xruns, monotonic s) when the run began
 
 
 def _server_xruns() -> int | None:
@@ -64,9 +65,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         seconds = time.monotonic() - t0
         terminalreporter.write_line(f"JACK server ({JACKD_LOG}): {now - start} xruns during these "
                                     f"{seconds:.0f} s ({(now - start) / max(seconds, 1):.1f} a second)")
-
-
-_XRUNS_AT_START = pytest.StashKey[tuple]()
 
 
 def _jack_running() -> bool:

@@ -364,7 +364,7 @@ class _JackPort:
         closer.join(CLOSE_S)
         if closer.is_alive():
             self.close_timed_out = True
-            self._client._ptr = self._jack._ffi.NULL
+            leave_to_exit(self._client)
 
 
 class JackMidiInput(_JackPort):
@@ -623,6 +623,13 @@ def open_output(match: str | None = None, client_name: str = "sidl-out") -> Jack
         port.close()
         raise
     return port
+
+
+def leave_to_exit(client) -> None:
+    """Never close this JACK-Client ``client`` (nor let its __del__ try): the server drops it when
+    the process exits. For a client whose close is stuck, and one closed after it in the same
+    process, which would wait on the lock the stuck close holds."""
+    client._ptr = _jack()._ffi.NULL
 
 
 def midi_port_names(client, is_input: bool | None = None) -> list[str]:

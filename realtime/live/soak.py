@@ -52,7 +52,7 @@ import numpy as np
 from ..controls import ALL_NOTES_OFF_CC, CC_TABLE
 from ..codec.midifile import SUSTAIN_CC
 from .clock import PPQN
-from .jackmidi import midi_port_names
+from .jackmidi import leave_to_exit, midi_port_names
 from .peers import PeerError, _stop, _wait_port, need, read_dump, stuck_notes
 from .ports import open_output
 from .scheduler import Batch, Scheduler
@@ -370,13 +370,13 @@ def run_session(index: int, seed: int, keep: str | None = None) -> SessionResult
             rec.close()
         if witness is not None:
             witness.close()
-        if sender is not None and getattr(sender, "close_timed_out", False):
+        if sender is not None and sender.close_timed_out:
             # The sender's jack_client_close is stuck (see jackmidi's close) and holds libjack's
             # lock, so closing ctl would block this worker for good, and the server with it (it
             # waits on the stuck client): leave both to this process's exit, which the pool
             # makes right after the session (max_tasks_per_child=1), and where the server drops
             # them. The guard ends the process should libjack's exit block on that lock too.
-            ctl._ptr = jack._ffi.NULL
+            leave_to_exit(ctl)
             threading.Timer(EXIT_GUARD_S, os._exit, (0,)).start()
         else:
             ctl.close()
