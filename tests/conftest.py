@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))   # tests/standin.py, importable as `standin`
 
+from jackhealth import JACKD_LOG, MAX_MISSED_SHARE, MissedCycles, not_judged  # noqa: E402
 from standin import drum_model, piano_model  # noqa: E402
 
 DATA = Path(os.environ.get("SIDL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -40,31 +41,68 @@ def gmd_bars():
     return [steps.window(16.0 * b - 0.5, 16.0 * b + 15.5).scaled(1.0, -0.5) for b in range(1, 9)]
 
 
-# .ci/setup-jack.sh starts the dummy server with its output here: its "XRun" lines are cycles the
-# server itself missed, which on a contended VM (CPU steal) come by the thousand and take the live
-# timing tests' sub-period tolerances with them. The summary says how many came during the run.
-JACKD_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / "sidl-jackd.log"
-_XRUNS_AT_START = pytest.StashKey[tuple]()    # (the log's xruns, monotonic s) when the run began
-
-
-def _server_xruns() -> int | None:
-    try:
-        return JACKD_LOG.read_text(errors="replace").count("XRun")
-    except OSError:
-        return None
+# Live tests are judged only while the JACK server keeps its clock (see jackhealth.py).
+_MISSED_AT_START = pytest.StashKey[tuple]()   # (cycles missed as logged, monotonic s) when the run began
+_NOT_JUDGED = pytest.StashKey[list]()         # [(test id, why it was not judged)]
+_WORST = pytest.StashKey[tuple]()             # (share of cycles missed, test id): the most in one test
+_MISSED_IN_TEST = pytest.StashKey[tuple]()    # on an item: (cycles missed, cycles run) during its call
+server_missed_cycles = MissedCycles()
 
 
 def pytest_sessionstart(session):
-    session.config.stash[_XRUNS_AT_START] = (_server_xruns(), time.monotonic())
+    session.config.stash[_MISSED_AT_START] = (server_missed_cycles(), time.monotonic())
+    session.config.stash[_NOT_JUDGED] = []
+    session.config.stash[_WORST] = (0.0, "")
+
+
+def _uses_jack(item) -> bool:
+    return "jack_server" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    before, t0 = (server_missed_cycles(), time.monotonic()) if _uses_jack(item) else (None, 0.0)
+    yield
+    if before is not None:
+        after = server_missed_cycles()
+        if after is not None:
+            cycles = max(1, round((time.monotonic() - t0) * 1e6 / server_missed_cycles.period_us))
+            missed = item.stash[_MISSED_IN_TEST] = (after - before, cycles)
+            item.config.stash[_WORST] = max(item.config.stash[_WORST], (missed[0] / missed[1], item.nodeid))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    missed = item.stash.get(_MISSED_IN_TEST, None)
+    if call.when != "call" or not report.failed or missed is None:
+        return
+    failure = str(call.excinfo.value).strip().splitlines()[0][:160] if call.excinfo else "?"
+    reason = not_judged(*missed, failure)
+    if reason is not None:
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] + 1, reason)
+        item.config.stash[_NOT_JUDGED].append((item.nodeid, reason))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    start, t0 = config.stash.get(_XRUNS_AT_START, (None, 0.0))
-    now = _server_xruns()
+    start, t0 = config.stash.get(_MISSED_AT_START, (None, 0.0))
+    now = server_missed_cycles()
     if start is not None and now is not None and now >= start:
         seconds = time.monotonic() - t0
-        terminalreporter.write_line(f"JACK server ({JACKD_LOG}): {now - start} xruns during these "
+        terminalreporter.write_line(f"JACK server ({JACKD_LOG}): {now - start} cycles missed during these "
                                     f"{seconds:.0f} s ({(now - start) / max(seconds, 1):.1f} a second)")
+    worst, nodeid = config.stash.get(_WORST, (0.0, ""))
+    if nodeid:
+        terminalreporter.write_line(f"JACK tests: the most cycles missed in one was {worst:.2%} ({nodeid})")
+    skipped = config.stash.get(_NOT_JUDGED, [])
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} JACK tests failed while the server missed more than {MAX_MISSED_SHARE:.0%} "
+            f"of its cycles, and are reported as skipped (not judged) for it:", red=True)
+        for nodeid, reason in skipped:
+            terminalreporter.write_line(f"  {nodeid}: {reason}", red=True)
 
 
 def _jack_running() -> bool:

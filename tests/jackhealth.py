@@ -1,0 +1,75 @@
+"""Whether the JACK server kept its clock while a live test ran, read from the server's own log.
+
+.ci/setup-jack.sh starts the dummy server with its output in ``JACKD_LOG``. A cycle the server could
+not run on time leaves a line there: "ProcessGraphAsyncMaster: Process error" when some client was not
+done (its events in that cycle are dropped; a "JackEngine::XRun" line per late client follows), or
+"JackTimedDriver::Process XRun = N usec" when the dummy driver itself woke late and restarted its
+timeline N usec later: by the ten thousand at ~10 usec (timer slack, harmless), but late by a good part
+of a period its frames stop being a clock. While cycles are missed by the hundred (CPU steal; no
+real-time scheduling on a loaded box) what the live tests assert (notes on a clock master's ticks to
+the frame, p99s under a millisecond, every note-off delivered) cannot hold for any sender.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+JACKD_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / "sidl-jackd.log"
+# The live tests judge 99th percentiles and "every note": once more than one cycle in a hundred was
+# missed, those are the server's. A JACK test that fails past this share is reported as skipped, "not
+# judged", with the share and its failure; one that fails below it fails.
+MAX_MISSED_SHARE = 0.01
+_DRIVER_LATE = re.compile(rb"JackTimedDriver::Process XRun = (\d+) usec")
+_CLIENTS_LATE = b"ProcessGraphAsyncMaster: Process error"
+
+
+def count_missed_cycles(log_text: bytes, period_us: float) -> int:
+    """Cycles missed in this stretch of the server's log: one per cycle whose clients were late, and the
+    periods a driver late by half a period or more lost."""
+    late_us = [int(m.group(1)) for m in _DRIVER_LATE.finditer(log_text)]
+    return log_text.count(_CLIENTS_LATE) + sum(max(1, round(us / period_us)) for us in late_us
+                                               if us > period_us / 2)
+
+
+def not_judged(missed: int, cycles: int, failure: str) -> str | None:
+    """Why a failure is not sidl's to answer for (the reason a skip reports), or None when it is."""
+    share = missed / max(cycles, 1)
+    if share <= MAX_MISSED_SHARE:
+        return None
+    return (f"not judged: the JACK server missed {missed} of its {cycles} cycles ({share:.1%}) while this "
+            f"ran (failure: {failure})")
+
+
+class MissedCycles:
+    """Cycles missed so far as the log tells it, read on from where the last call stopped."""
+
+    def __init__(self, log: Path = JACKD_LOG):
+        self.log, self.offset, self.count = log, 0, 0
+        self.period_us: float | None = None
+
+    def __call__(self) -> int | None:
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self.offset)
+                text = f.read()
+        except OSError:
+            return None
+        text = text[:text.rfind(b"\n") + 1]          # whole lines only; the rest next time
+        self.offset += len(text)
+        if self.period_us is None:
+            self.period_us = _period_us()
+        self.count += count_missed_cycles(text, self.period_us)
+        return self.count
+
+
+def _period_us() -> float:
+    import jack
+    try:
+        client = jack.Client("sidl-test-cycles", no_start_server=True)
+    except jack.JackError:
+        return 1e6 * 64 / 48000                       # what .ci/setup-jack.sh starts
+    try:
+        return 1e6 * client.blocksize / client.samplerate
+    finally:
+        client.close()

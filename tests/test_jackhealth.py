@@ -1,0 +1,41 @@
+"""The live tests' judge of a JACK server's health, on lines as jackd 1.9.21 writes them."""
+from jackhealth import MAX_MISSED_SHARE, MissedCycles, count_missed_cycles, not_judged
+
+PERIOD_US = 1e6 * 64 / 48000          # 1333 us
+LOG = b"""JACK server starting in realtime mode with priority 10
+JackTimedDriver::Process XRun = 11 usec
+JackTimedDriver::Process XRun = 900 usec
+JackAudioDriver::ProcessGraphAsyncMaster: Process error
+JackEngine::XRun: client = sidl-in was not finished, state = Triggered
+JackEngine::XRun: client = sidl-out was not finished, state = Running
+JackTimedDriver::Process XRun = 660 usec
+"""
+
+
+def test_late_clients_and_a_driver_late_by_half_a_period_count_timer_slack_does_not():
+    # 900 us late (> 666) and the cycle whose clients were not done: 2; 11 and 660 us are not
+    # missed cycles, and the per-client lines repeat the graph's one.
+    assert count_missed_cycles(LOG, PERIOD_US) == 2
+    assert count_missed_cycles(LOG, period_us=1e6 * 256 / 48000) == 1
+
+
+def test_a_failure_is_excused_only_past_the_share():
+    cycles = 10_000
+    at_limit = round(MAX_MISSED_SHARE * cycles)
+    assert not_judged(at_limit, cycles, "assert 1 < 0") is None
+    reason = not_judged(at_limit + 1, cycles, "assert 1 < 0")
+    assert reason.startswith("not judged: the JACK server missed 101 of its 10000 cycles (1.0%)")
+    assert reason.endswith("(failure: assert 1 < 0)")
+
+
+def test_the_log_is_read_on_from_where_it_stopped_in_whole_lines(tmp_path):
+    log = tmp_path / "jackd.log"
+    count = MissedCycles(log)
+    assert count() is None                                   # no log: nothing to judge by
+    log.write_bytes(LOG + b"JackAudioDriver::ProcessGraph")  # a line still being written
+    count.period_us = PERIOD_US
+    assert count() == 2
+    with open(log, "ab") as f:
+        f.write(b"AsyncMaster: Process error\nJackTimedDriver::Process XRun = 5000 usec\n")
+    assert count() == 7                                   # 5 ms late: 4 periods
+    assert count() == 7
