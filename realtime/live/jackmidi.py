@@ -628,8 +628,14 @@ def open_output(match: str | None = None, client_name: str = "sidl-out") -> Jack
 def leave_to_exit(client) -> None:
     """Never close this JACK-Client ``client`` (nor let its __del__ try): the server drops it when
     the process exits. For a client whose close is stuck, and one closed after it in the same
-    process, which would wait on the lock the stuck close holds."""
+    process, which would wait on the lock the stuck close holds. The client is kept, too: the server
+    still sends it notifications (an xrun, a port going) through its callbacks, and a collected
+    client's callbacks are freed memory in JACK's thread (a segfault on a loaded box)."""
+    _LEFT_TO_EXIT.append(client)
     client._ptr = _jack()._ffi.NULL
+
+
+_LEFT_TO_EXIT: list = []   # JACK-Client clients never closed: alive, with their callbacks, until exit
 
 
 def midi_port_names(client, is_input: bool | None = None) -> list[str]:
