@@ -63,13 +63,22 @@ class MissedCycles:
         return self.count
 
 
-def _period_us() -> float:
+def server_rate_and_period() -> tuple[int, int] | None:
+    """The running JACK server's sample rate and period (frames), or None when none answers."""
     import jack
     try:
-        client = jack.Client("sidl-test-cycles", no_start_server=True)
+        client = jack.Client("sidl-test-rate", no_start_server=True)
     except jack.JackError:
-        return 1e6 * 64 / 48000                       # what .ci/setup-jack.sh starts
+        return None
     try:
-        return 1e6 * client.blocksize / client.samplerate
+        return client.samplerate, client.blocksize
     finally:
         client.close()
+
+
+def _period_us() -> float:
+    rate_and_period = server_rate_and_period()
+    if rate_and_period is None:
+        return 1e6 * 64 / 48000                       # what .ci/setup-jack.sh starts
+    rate, period = rate_and_period
+    return 1e6 * period / rate

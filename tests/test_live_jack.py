@@ -20,6 +20,7 @@ import mido
 import numpy as np
 import pytest
 
+from jackhealth import server_rate_and_period
 from sidl.realtime.live.clock import PPQN, InternalClock
 from sidl.realtime.controls import Controls
 from sidl.realtime.codec.drums import CLASS_NOTES, PITCH_TO_CLASS
@@ -294,15 +295,6 @@ def _terminate(proc) -> str:
     return err
 
 
-def _server_rate_and_period() -> tuple[int, int]:
-    import jack
-    client = jack.Client("sidl-test-rate", no_start_server=True)
-    try:
-        return client.samplerate, client.blocksize
-    finally:
-        client.close()
-
-
 def test_sigterm_leaves_nothing_sounding_with_existing_ports(jack_server):
     """The real CLI on --port/--out (loose names of our test client's ports), sending clock, killed."""
     src = open_output(None, "sidl-test-src")
@@ -339,7 +331,7 @@ def test_sigterm_leaves_nothing_sounding_with_existing_ports(jack_server):
     # so intervals are 448 or 512). A dummy server that wakes late restarts its timeline later (on a
     # busy VM by milliseconds, a few times a second): the interval across it is off by more than a
     # period, and the ticks on either side are fitted with one spacing but each run its own offset.
-    rate, period = _server_rate_and_period()
+    rate, period = server_rate_and_period()
     ticks = np.array([f for f, d in peers.read_dump(dumped) if d == [0xF8]], np.int64)[PPQN:]
     nominal = rate * 60 / 240 / PPQN
     runs = np.split(np.arange(len(ticks)), np.nonzero(np.abs(np.diff(ticks) - nominal) > period)[0] + 1)
