@@ -109,7 +109,24 @@ def write_atoms_png(path, codec: Codec, atoms: np.ndarray, order: np.ndarray, us
     """atoms.png: the most-used atoms drawn large (``export.atlas``, matplotlib). Through a temporary
     name, as atoms.mid: an interrupted write leaves no half image."""
     from sidl.export.atlas import featured_sheet
-    write_bytes_atomic(path, png_bytes(featured_sheet(codec, atoms, order, usage)))
+    write_bytes_atomic(path, palette_png_bytes(featured_sheet(codec, atoms, order, usage)))
+
+
+PALETTE_COLOURS = 64
+
+
+def palette_png_bytes(rgb: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> an indexed PNG of at most ``PALETTE_COLOURS`` colours, no dithering.
+
+    A sheet of flat blocks and text reads the same in 64 colours and takes a third of the bytes
+    (drum atoms.png: 53 kB truecolour, 20 kB), which a preset's size budget needs. Pillow comes
+    with matplotlib, which drew the sheet."""
+    import io
+
+    from PIL import Image
+    out = io.BytesIO()
+    Image.fromarray(rgb).quantize(PALETTE_COLOURS, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
+    return out.getvalue()
 
 
 def write_dictionary_pngs(folder, codec: Codec, atoms: np.ndarray, order: np.ndarray,

@@ -5,13 +5,15 @@
     decoder.onnx   idx (k, positions) int64, val (k, positions) float32
                    -> y (steps, channels) float32
 
+A drum encoder's idx packs each entry's feel levels above its atom (``sidl.training.drum_feel``).
 ``steps`` is dynamic (a multiple of the atom length L, positions = steps / L) and so is ``k``
 (1..k_max for the encoder, any for the decoder). Both graphs run the same torch code as training
 metrics (``sidl.training.pursuit``), so export is a trace of it, not a second implementation.
 
 The encoder only stores the atoms' classification channels (hits / onsets / holds: what pursuit
-reads); the decoder stores them whole and gathers only the k winning atoms per position. Atoms can
-be stored as float16, or int8 with a scale per atom, and widened to float32 in the graph (presets have
+reads), and for drums their velocity channels (to fit each entry's feel levels,
+``sidl.training.drum_feel``); the decoder stores them whole and gathers only the k winning atoms
+per position. Atoms can be stored as float16, or int8 with a scale per atom, and widened to float32 in the graph (presets have
 size limits and both graphs need the atoms); the torch reference modules hold the very same rounded
 values, so torch and onnxruntime agree to float32 precision whatever the storage.
 """
@@ -27,7 +29,8 @@ import torch
 import torch.nn as nn
 
 from sidl.realtime.codec.spec import Codec
-from sidl.training.pursuit import channel_roles, pursuit, read_out, sparse_decode
+from sidl.training.drum_feel import decode_feel, fit_feel
+from sidl.training.pursuit import WEAK_HIT, channel_roles, pursuit, read_out, sparse_decode
 
 OPSET = 18
 ATOM_DTYPES = ("float32", "float16", "int8")
@@ -79,16 +82,24 @@ class PursuitEncoder(nn.Module):
         self.channels, self.length = codec.channels, atoms.stored.shape[2]
         cols = torch.tensor(roles.classify, dtype=torch.long)
         # Pursuit only reads the classification channels: keep those atoms' rows, feed those columns.
-        self.atoms = atoms.rows(cols)
+        # A drum encoder also keeps the velocity rows: it fits each entry's feel levels to them.
+        self.feel = codec.spec.drum_feel
+        self.n_classify = len(cols)
+        kept = torch.cat([cols, torch.arange(codec.n_voices, 2 * codec.n_voices)]) if self.feel else cols
+        self.atoms = atoms.rows(kept)
         self.register_buffer("cols", cols)
 
     def forward(self, x: torch.Tensor, k: torch.Tensor):
         xc = x.index_select(1, self.cols).t()[None]                  # (1, Cc, T)
-        idx, val = pursuit(xc, self.atoms(), k, self.k_max, None, self.roles)
+        rows = self.atoms()
+        idx, val = pursuit(xc, rows[:, :self.n_classify], k, self.k_max, None, self.roles)
         n = k.item()
         torch._check(n >= 1)
         torch._check(n <= self.k_max)
-        return idx[0, :n], val[0, :n]                                # (k, P) each
+        idx, val = idx[0, :n], val[0, :n]                            # (k, P) each
+        if self.feel:
+            idx = fit_feel(x, idx, val, rows[:, :self.n_classify], rows[:, self.n_classify:])
+        return idx, val
 
 
 class KwtaEncoder(nn.Module):
@@ -139,10 +150,13 @@ class SparseDecoder(nn.Module):
         super().__init__()
         self.roles = channel_roles(codec)
         self.atoms = atoms
+        self.feel = codec.spec.drum_feel
         # (C,) each channel's mean feel, read out where atoms barely sound (see pursuit.read_out)
         self.register_buffer("feel_prior", None if feel_prior is None else feel_prior.detach().float().clone())
 
     def forward(self, idx: torch.Tensor, val: torch.Tensor):
+        if self.feel:                                               # entries carry feel levels
+            return decode_feel(idx, val, self.atoms(), self.feel_prior, WEAK_HIT)
         y = sparse_decode(idx, val, self.atoms())                   # (T, C)
         return read_out(y, self.roles, self.feel_prior, channel_axis=1)
 
@@ -179,7 +193,7 @@ def build_modules(model, codec: Codec, atom_dtype: str = "float32", encoder: str
 def stored_bytes(n_atoms: int, atom_length: int, codec: Codec, dtype: str) -> int:
     """Bytes the atoms take in encoder.onnx + decoder.onnx (without the graphs themselves)."""
     per_value = {"float32": 4, "float16": 2, "int8": 1}[dtype]
-    rows = len(channel_roles(codec).classify) + codec.channels
+    rows = len(channel_roles(codec).classify) + codec.channels + (codec.n_voices if codec.spec.drum_feel else 0)
     scales = 2 * 4 * n_atoms if dtype == "int8" else 0
     return n_atoms * atom_length * rows * per_value + scales
 
@@ -250,7 +264,26 @@ def _clean_up(model):
     proto = ir.serde.serialize_model(model)
     del proto.graph.value_info[:]
     del proto.metadata_props[:]
+    _short_names(proto.graph)
     return proto
+
+
+def _short_names(graph) -> None:
+    """Drop node names (optional) and give intermediate values short ones: the exporter's took
+    about 15 kB of a drum preset's pursuit graph. Inputs, outputs and initializers keep theirs."""
+    import onnx
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return                                     # subgraphs may refer to outer names: leave as is
+    keep = {v.name for v in list(graph.input) + list(graph.output)} | {i.name for i in graph.initializer}
+    short: dict = {}
+    for node in graph.node:
+        node.name = ""
+        for i, name in enumerate(node.output):
+            if name and name not in keep:
+                short[name] = f"t{len(short):x}"
+                node.output[i] = short[name]
+        for i, name in enumerate(node.input):
+            node.input[i] = short.get(name, name)
 
 
 @contextlib.contextmanager

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from sidl.realtime.codec.spec import Codec
-from sidl.realtime.preset.format import ARCHIVE_SUFFIX, PRESET_FILES, SCHEMA_VERSION, check_name
+from sidl.realtime.codec.drumfeel import GAIN_LEVELS, TIMING_LEVELS
+from sidl.realtime.preset.format import (ARCHIVE_SUFFIX, DRUM_FEEL_KIND, DRUM_FEEL_SCHEMA_VERSION, PRESET_FILES,
+                                         SCHEMA_VERSION, check_name)
 from sidl.realtime.preset.store import folder_bytes, replace_folder
 from sidl.realtime.codec.files import atomic_write, read_json_object
 from sidl.training.checkpoint import load_model, sidl_version
@@ -39,7 +41,7 @@ from sidl.export.prior import describe_skipped, meter_prior, prior_arrays, sampl
 # Size targets of shipped presets (bytes on disk) and what the graphs, prior, atoms.mid/png and
 # manifest take besides the atoms (measured), so "auto" storage can pick the widest dtype that fits.
 SIZE_BUDGET = {"drums": 300_000, "piano-grid": 1_000_000}
-OVERHEAD_BYTES = {"drums": 150_000, "piano-grid": 230_000}
+OVERHEAD_BYTES = {"drums": 120_000, "piano-grid": 230_000}   # drums: 295.2 kB preset - 180.5 kB of int8 atoms
 PARITY_POSITIONS = 256       # code positions of real windows the export checks onnx against torch on
 # What an export accepts from that check. Healthy exports agree to ~1e-6. A run that never trained
 # has atoms that are still corpus windows, ties in the pursuit break differently in the two graphs,
@@ -185,14 +187,17 @@ def read_metrics(run_dir) -> dict:
 def build_manifest(name, description, codec: Codec, cfg, k_live, atom_dtype, info, prior, metrics,
                    folder: Path) -> dict:
     corpus = info.get("corpus", {})
+    feel = codec.spec.drum_feel          # entries carry their feel levels (sidl.training.drum_feel)
+    atoms = {"count": cfg.n_atoms, "length": cfg.atom_length, "hop": cfg.hop, "storage": atom_dtype}
+    if feel:
+        atoms.update(kind=DRUM_FEEL_KIND, gain_levels=GAIN_LEVELS, timing_levels=TIMING_LEVELS)
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": DRUM_FEEL_SCHEMA_VERSION if feel else SCHEMA_VERSION,
         "name": name,
         "description": description,
         "codec": codec.to_dict(),
         "codec_description": codec.describe(),
-        "atoms": {"count": cfg.n_atoms, "length": cfg.atom_length, "hop": cfg.hop,
-                  "storage": atom_dtype},
+        "atoms": atoms,
         "k_max": cfg.k_max,
         "k_live": k_live,
         "meter_prior": {"steps_per_beat": codec.steps_per_beat, "beats_per_bar": codec.beats_per_bar,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from sidl.realtime.codec.drumfeel import code_atom
 from sidl.realtime.codec.spec import Codec
 
 USED = 1e-6            # |value| above which an atom counts as used
@@ -112,6 +113,7 @@ def count_prior(codes, n_atoms: int, positions_per_bar: int) -> MeterPrior:
     values = [[] for _ in range(n_atoms)]
     total = 0
     for idx, val in codes:
+        idx = code_atom(idx, n_atoms)          # a drum-feel entry packs its feel levels above the atom
         P = len(idx)
         used = np.abs(val) > USED
         pos = np.broadcast_to((np.arange(P) % positions_per_bar)[:, None], idx.shape)
@@ -155,8 +157,9 @@ def meter_prior(encoder, codec: Codec, pieces, k: int, max_positions: int | None
                 seed: int = 0) -> MeterPrior:
     """Count the meter prior of ``encoder`` (a torch ``PursuitEncoder``) over corpus ``pieces``."""
     if max_positions is None:
-        a = encoder.atoms.stored
-        max_positions = prior_positions(a.shape[0], a[0].numel(), encoder.k_max)
+        # what pursuit reads per atom (a drum encoder also stores velocity rows it does not search)
+        patch = encoder.n_classify * encoder.length
+        max_positions = prior_positions(encoder.atoms.stored.shape[0], patch, encoder.k_max)
     windows, skipped = sample_windows_counted(pieces, codec, max_positions, encoder.length, seed)
     codes = encode_windows(encoder, windows, k)
     prior = count_prior(codes, encoder.atoms.stored.shape[0], codec.steps_per_bar // encoder.length)

@@ -165,7 +165,8 @@ def preset_summary(m: dict, folder: Path, load_ms: float | None, broken: str | N
         f"{m.get('name')}: {m.get('description') or '(no description)'}",
         f"  codec      {m.get('codec_description') or m.get('codec')}",
         f"  atoms      {a.get('count')} x {a.get('length')} steps, stored as {a.get('storage')}; "
-        f"k {m.get('k_live')} live of {m.get('k_max')}; {encoder} encoder",
+        f"k {m.get('k_live')} live of {m.get('k_max')}; {encoder} encoder"
+        + ("; each entry carries its gain and timing levels (drum feel)" if a.get("kind") == "drum-feel" else ""),
         f"  corpus     {corpus.get('name')} ({corpus.get('split')} split), licence: {corpus.get('license')}",
         f"  size       {_kb(folder)}, {folder}",
         f"  load time  " + ("-" if load_ms is None else f"{load_ms:.0f} ms (hash checks and graph sessions included)"),

@@ -14,6 +14,7 @@ The model is injected: anything with
     decode_bar(idx, val) -> (steps, channels) float32
     atom_scale  : (n_atoms,) float, optional        typical value of each atom (default 1.0)
     meter_priors: {"3/4": (usage, transitions | None)}, optional   priors learned in other meters
+    entry_atoms(idx) -> atom, optional               the prior's atom of a code entry, -1: none
 
 A preset loaded by ``sidl.realtime.preset`` provides it; tests use a small numpy stand-in.
 """
@@ -77,6 +78,7 @@ class Composer:
         self.transitions = self.prior.transitions
         self.usage_cdf = prior_cdf(self.usage)
         self.scale = getattr(model, "atom_scale", None)
+        self._entry_atoms = getattr(model, "entry_atoms", lambda entry: entry)
         self.atoms_in_use = 0                 # of the last bar, for the status line
         self.reset()
 
@@ -118,9 +120,11 @@ class Composer:
                 idx, val = keep_top_atoms(idx, val, keep)
         self.atoms_in_use = n_active(val)
         prev = last_atom(idx, val)
-        # A shapes preset's encoder answers with placements (a shape at a key and step), numbered
-        # past the atoms; the prior that continues the bar only knows atoms.
-        self._prev_atom = prev if prev is not None and prev < len(self.usage) else None
+        # A shapes preset's encoder answers with placements (a shape at a key and step), a drum-feel
+        # preset's with atoms at feel levels, numbered past the atoms; the prior that continues the
+        # bar only knows atoms (the model's entry_atoms says which, -1: none).
+        prev = None if prev is None else int(self._entry_atoms(prev))
+        self._prev_atom = prev if prev is not None and 0 <= prev < len(self.usage) else None
         y = self.model.decode_bar(idx, val)
         if c.mode == "simplify":
             y = keep_velocities(y, x_in, self.codec.n_voices)

@@ -2,7 +2,10 @@
 
 A bar's code is what ``encode_bar`` returns: the k winning atoms at each code position,
 
-    idx : (positions, k) int64     atom index (0 .. n_atoms-1)
+    idx : (positions, k) int64     atom index (0 .. n_atoms-1); a drum-feel preset's encoder packs
+                                   gain and timing levels above it (realtime/codec/drumfeel.py),
+                                   (keep and swap carry them with the entry; vary and
+                                   stitch draw plain atoms, played at level 0)
     val : (positions, k) float32   activation; 0 means "no atom here"
 
 One code position covers ``stride`` grid steps (a beat for the shipped presets), so ``positions`` is

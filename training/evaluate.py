@@ -13,7 +13,8 @@ from sidl.realtime.codec.spec import Codec, codec_spec
 
 from sidl.training.corpus import Piece
 from sidl.training.metrics import GRID_TOLERANCE_STEPS, ONSET_TOLERANCE_S, Counts, drum_constant_reference
-from sidl.training.pursuit import channel_roles, classify_mask, pursuit, read_out, sparse_decode
+from sidl.training.drum_feel import decode_feel, fit_feel
+from sidl.training.pursuit import WEAK_HIT, channel_roles, classify_mask, pursuit, read_out, sparse_decode
 
 
 
@@ -33,8 +34,14 @@ def encode_decode(model, codec: Codec, x: np.ndarray, k: int, encoder: str = "pu
     outs = []
     # pursuit holds (positions, atoms, classified values) temporaries: bound them (~400 MB)
     step = max(1, int(chunk_elements // (A * int(classify.sum()) * L))) * L
+    N = codec.n_voices
     for s in range(0, xt.shape[-1], step):
         idx, val = pursuit(xt[..., s:s + step], model.atoms, torch.tensor(k), k, classify, roles)
+        if codec.spec.drum_feel:        # each entry's feel levels, as the exported graphs fit them
+            atoms = model.atoms
+            idx = fit_feel(xt[0, :, s:s + step].T, idx[0], val[0], atoms[:, :N], atoms[:, N:2 * N])
+            outs.append(decode_feel(idx, val[0], atoms, model.feel_prior, WEAK_HIT)[None])
+            continue
         outs.append(read_out(sparse_decode(idx, val, model.atoms), roles, model.feel_prior, channel_axis=2))
     return torch.cat(outs, 1)[0, :T].numpy()
 

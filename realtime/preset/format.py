@@ -6,7 +6,9 @@ A preset is a folder (``sidl.export.preset`` writes one, ``sidl.realtime.preset.
                   and a sha256 for each file below, checked at every load). Schema 1: atoms pinned
                   in pitch, idx = atom. Schema 2 (atoms.kind "piano-shapes"): idx packs shape, step,
                   transposition and note length (sidl.training.shape_pursuit), and a code position
-                  is decoded with the whole window (note lengths cross beats)
+                  is decoded with the whole window (note lengths cross beats). Schema 3 (atoms.kind
+                  "drum-feel"): idx packs the atom and its entry's gain and timing levels
+                  (sidl.realtime.codec.drumfeel); idx < atoms is the atom as it is
     encoder.onnx  x (steps, channels) float32, k () int64 -> idx, val (k, positions)
     decoder.onnx  idx, val (k, positions) -> y (steps, channels) float32
     prior.npz     usage (n_atoms, positions_per_bar) f16, scale (n_atoms,) f16,
@@ -35,7 +37,10 @@ from ..codec.spec import KNOWN_CODECS, LIVE_CODECS, Codec
 SCHEMA_VERSION = 1            # atoms pinned in pitch (drums, and piano presets made before issue #10)
 SHAPES_SCHEMA_VERSION = 2     # piano shapes placed at any pitch and step (atoms.kind == SHAPES_KIND)
 SHAPES_KIND = "piano-shapes"
-READ_VERSIONS = (SCHEMA_VERSION, SHAPES_SCHEMA_VERSION)
+DRUM_FEEL_SCHEMA_VERSION = 3  # drum entries that carry their feel levels (atoms.kind == DRUM_FEEL_KIND)
+DRUM_FEEL_KIND = "drum-feel"
+READ_VERSIONS = (SCHEMA_VERSION, SHAPES_SCHEMA_VERSION, DRUM_FEEL_SCHEMA_VERSION)
+KIND_OF_VERSION = {SCHEMA_VERSION: None, SHAPES_SCHEMA_VERSION: SHAPES_KIND, DRUM_FEEL_SCHEMA_VERSION: DRUM_FEEL_KIND}
 PRESET_FILES = ("encoder.onnx", "decoder.onnx", "prior.npz", "atoms.mid", "atoms.png")
 MANIFEST = "preset.json"
 MAX_MEMBER_BYTES = 100 * 10**6                  # a preset file is a few MB at most; installs refuse more
@@ -79,15 +84,17 @@ def read_manifest(folder: Path, label: str | None = None) -> dict:
         raise PresetError(label, f"unknown schema version {version!r} (this sidl reads "
                                  f"{' and '.join(map(str, READ_VERSIONS))})")
     kind = atoms_kind(manifest)
-    if (version == SHAPES_SCHEMA_VERSION) != (kind == SHAPES_KIND):
+    if kind != KIND_OF_VERSION[version]:
+        kinds = ", ".join(f"schema {v} {'has no kind' if k is None else 'is ' + repr(k)}"
+                          for v, k in KIND_OF_VERSION.items())
         raise PresetError(label, f"schema version {version} does not hold atoms of kind {kind!r} "
-                                 f"(schema {SHAPES_SCHEMA_VERSION} is {SHAPES_KIND!r}, schema {SCHEMA_VERSION} "
-                                 f"has no kind): re-export the preset with `sidl export RUN`")
+                                 f"({kinds}): re-export the preset with `sidl export RUN`")
     return manifest
 
 
 def atoms_kind(manifest: dict):
-    """The manifest's atoms.kind: None for pinned atoms (schema 1), SHAPES_KIND for piano shapes."""
+    """The manifest's atoms.kind: None for pinned atoms (schema 1), SHAPES_KIND for piano shapes,
+    DRUM_FEEL_KIND for drum entries with feel levels."""
     atoms = manifest.get("atoms")
     return atoms.get("kind") if isinstance(atoms, dict) else None
 

@@ -12,7 +12,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ..codec.spec import Codec
-from .format import (SHAPES_KIND, PresetError, atoms_kind, manifest_codec, read_manifest, read_meter_priors,
+from ..codec.drumfeel import GAIN_LEVELS, TIMING_LEVELS, code_atom
+from .format import (DRUM_FEEL_KIND, SHAPES_KIND, PresetError, atoms_kind, manifest_codec, read_manifest, read_meter_priors,
                      read_prior, read_verified, whole_number)
 from .pursuit import ShapePursuit, check_window
 
@@ -111,6 +112,18 @@ class Preset:
         """Piano shapes placed at any pitch (schema 2): a code entry packs shape, step, key and length."""
         return atoms_kind(self.manifest) == SHAPES_KIND
 
+    @property
+    def feel_codes(self) -> bool:
+        """Drum entries that carry feel levels (schema 3): idx packs atom, gain and timing."""
+        return atoms_kind(self.manifest) == DRUM_FEEL_KIND
+
+    def entry_atoms(self, idx):
+        """The meter prior's atom of each code entry (int or array), -1 where it has none: a shapes
+        preset's placements. A drum-feel entry plays its atom at some gain and timing."""
+        if self.feel_codes:
+            return code_atom(idx, self.n_atoms)
+        return np.where(np.asarray(idx) < self.n_atoms, idx, -1)
+
     def _binding(self, graph: str, shape: tuple) -> BoundRun:
         """This thread's binding of ``graph`` for one code shape (k, positions), made on first use."""
         bound = self._bound.__dict__
@@ -204,6 +217,9 @@ def open_preset(folder: Path, label: str) -> Preset:
     k_max, k_live = whole_number(manifest.get("k_max"), "k_max", label), whole_number(manifest.get("k_live"), "k_live", label)
     if n_atoms < 1 or length < 1 or codec.steps_per_bar % length or not 1 <= k_live <= k_max:
         raise PresetError(label, f"inconsistent manifest: atoms of {length} steps, k_live {k_live}, k_max {k_max}")
+    if atoms.get("kind") == DRUM_FEEL_KIND and (atoms.get("gain_levels"), atoms.get("timing_levels")) != (GAIN_LEVELS, TIMING_LEVELS):
+        raise PresetError(label, f"its drum feel has {atoms.get('gain_levels')!r} gain and {atoms.get('timing_levels')!r} "
+                                 f"timing levels; this sidl plays {GAIN_LEVELS} and {TIMING_LEVELS}")
     data = read_verified(folder, manifest, label)
     usage, transitions, scale = read_prior(data["prior.npz"], n_atoms, codec.steps_per_bar // length, label)
     enc = open_session(data["encoder.onnx"], "encoder.onnx", label, ("x", "k"), ("idx", "val"))

@@ -60,7 +60,8 @@ def clip_statistics(preset, idx: np.ndarray, val: np.ndarray, phase: np.ndarray,
     typical value per atom (n_atoms,), atoms per position)."""
     n_atoms = preset.n_atoms
     usage = np.zeros((n_atoms, positions_per_bar))
-    used = (val != 0) & (idx < n_atoms)      # a shapes preset's placements (idx >= n_atoms) are no prior atom
+    idx = preset.entry_atoms(idx)            # a shapes preset's placements are no prior atom (-1)
+    used = (val != 0) & (idx >= 0)
     rows, cols = np.nonzero(used)
     np.add.at(usage, (idx[rows, cols], phase[rows] % positions_per_bar), 1.0)
     trans = np.zeros((n_atoms, n_atoms))
@@ -85,7 +86,8 @@ def continuation(preset, x: np.ndarray, phase: np.ndarray, bars: int, positions_
     norm = lambda a, axis: a / np.maximum(a.sum(axis=axis, keepdims=True), 1e-12)
     usage = norm(file_usage(preset, np.arange(positions_per_bar)), 0) + CLIP_PRIOR_WEIGHT * norm(c_usage, 0)
     trans = norm(preset.transitions.astype(np.float64), 1) + CLIP_PRIOR_WEIGHT * norm(c_trans, 1)
-    prev = last_atom(idx, np.where(idx < preset.n_atoms, val, 0))
+    atoms = preset.entry_atoms(idx)
+    prev = last_atom(atoms, np.where(atoms >= 0, val, 0))
     out = []
     for _ in range(bars):
         b_idx, b_val = stitch_bar(rng, usage, trans, float(min(density, 4.0)), prev, scale)

@@ -14,7 +14,8 @@ Version 1, all integers little-endian::
         entries    u32 count, then three columns (zlib packs columns well):
                    position gaps  LEB128 varints (position - previous entry's position)
                    atoms          LEB128 varints: the code's idx (an atom; a shapes preset packs
-                                  shape, step, key and length into larger numbers)
+                                  shape, step, key and length into larger numbers, a drum-feel
+                                  preset the atom's gain and timing levels)
                    values         i8 each: round(value / value_scale * 127)
                    [transpositions i8 each, when flags bit 0]
 
@@ -27,6 +28,8 @@ import struct
 import zlib
 
 import numpy as np
+
+from ..codec.drumfeel import FEEL_CODES
 
 MAGIC = b"SIDLZ"
 VERSION = 1
@@ -134,8 +137,9 @@ def unpack(data: bytes, preset, label: str = ".sidlz") -> dict:
             raise SidlzError(f"{label}: {e}") from None
         raise SidlzError(f"{label}: damaged .sidlz ({type(e).__name__}: {e})") from None
     pos = np.cumsum(np.asarray(gaps, np.int64))
-    pinned = not getattr(preset, "shapes", False)
-    if not 1 <= tpb or channel > 15 or (ne and (pos[-1] >= positions or (pinned and atoms.max() >= preset.n_atoms))) \
+    # entries of pinned atoms are atoms, a drum-feel preset's atoms at feel levels (shapes: any)
+    limit = None if getattr(preset, "shapes", False) else preset.n_atoms * (FEEL_CODES if preset.feel_codes else 1)
+    if not 1 <= tpb or channel > 15 or (ne and (pos[-1] >= positions or (limit and atoms.max() >= limit))) \
             or positions > 1 << 20 or not np.isfinite(scale):
         raise SidlzError(f"{label}: damaged .sidlz (entries outside the code)")
     width = int(np.bincount(pos, minlength=1).max()) if ne else 1

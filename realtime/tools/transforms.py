@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..codec.convert import encode_steps
+from ..codec.drumfeel import code_atom
 from ..codec.drums import PITCH_TO_CLASS
 from ..codec.notes import NoteArray
 from ..codec.pianogrid import LOWEST_KEY, fold_to_keyboard
@@ -140,6 +141,8 @@ def humanize(preset, notes: NoteArray, n_steps: int, k: int | None = None) -> No
     n = preset.codec.n_voices
     x = encode_steps(preset.codec, notes, n_steps)
     idx, val = encode(preset, x, k)
+    if getattr(preset, "feel_codes", False):     # the atoms' own feel, not the levels of a flat take
+        idx = code_atom(idx, preset.n_atoms)
     y = decode(preset, idx, val)
     step, voice = note_cells(preset, notes)
     ok = (voice >= 0) & (step >= 0) & (step < n_steps)

@@ -63,6 +63,8 @@ def code_atoms(preset, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     key (t, from A0) and length into one entry, ((a * L + dt) * K + t) + A * L * K * length (see
     ``sidl.training.shape_pursuit``); entries below A stand for a shape at its typical place.
     """
+    if getattr(preset, "feel_codes", False):          # a drum-feel entry: its atom at some gain, timing
+        return preset.entry_atoms(idx), None
     if not getattr(preset, "shapes", False):
         return idx, None
     atoms = preset.manifest.get("atoms", {})
