@@ -78,8 +78,7 @@ def pytest_runtest_makereport(item, call):
     missed = item.stash.get(_MISSED_IN_TEST, None)
     if call.when != "call" or not report.failed or missed is None:
         return
-    failure = str(call.excinfo.value).strip().splitlines()[0][:160] if call.excinfo else "?"
-    reason = not_judged(*missed, failure)
+    reason = not_judged(*missed, call.excinfo.value if call.excinfo else "?")
     if reason is not None:
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] + 1, reason)

@@ -32,8 +32,17 @@ def count_missed_cycles(log_text: bytes, period_us: float) -> int:
                                                if us > period_us / 2)
 
 
-def not_judged(missed: int, cycles: int, failure: str) -> str | None:
-    """Why a failure is not sidl's to answer for (the reason a skip reports), or None when it is."""
+class AlwaysJudged(AssertionError):
+    """A failure that no server trouble explains (a crash, a hang): never reported as not judged."""
+
+
+def not_judged(missed: int, cycles: int, failure: str | BaseException) -> str | None:
+    """Why a failure is not sidl's to answer for (the reason a skip reports), or None when it is.
+    ``failure``: the exception (an ``AlwaysJudged`` one is always sidl's) or its first line."""
+    if isinstance(failure, AlwaysJudged):
+        return None
+    if isinstance(failure, BaseException):
+        failure = str(failure).strip().splitlines()[0][:160] if str(failure).strip() else type(failure).__name__
     share = missed / max(cycles, 1)
     if share <= MAX_MISSED_SHARE:
         return None

@@ -1,5 +1,5 @@
 """The live tests' judge of a JACK server's health, on lines as jackd 1.9.21 writes them."""
-from jackhealth import MAX_MISSED_SHARE, MissedCycles, count_missed_cycles, not_judged
+from jackhealth import MAX_MISSED_SHARE, AlwaysJudged, MissedCycles, count_missed_cycles, not_judged
 
 PERIOD_US = 1e6 * 64 / 48000          # 1333 us
 LOG = b"""JACK server starting in realtime mode with priority 10
@@ -26,6 +26,11 @@ def test_a_failure_is_excused_only_past_the_share():
     reason = not_judged(at_limit + 1, cycles, "assert 1 < 0")
     assert reason.startswith("not judged: the JACK server missed 101 of its 10000 cycles (1.0%)")
     assert reason.endswith("(failure: assert 1 < 0)")
+    assert not_judged(cycles // 2, cycles, AssertionError("stuck\nmore")).endswith("(failure: stuck)")
+
+
+def test_a_crash_or_hang_is_judged_however_many_cycles_were_missed():
+    assert not_judged(10_000, 10_000, AlwaysJudged("session 3: crashed")) is None
 
 
 def test_the_log_is_read_on_from_where_it_stopped_in_whole_lines(tmp_path):

@@ -6,6 +6,7 @@ running 50 of them (here)."""
 from __future__ import annotations
 
 import pytest
+from jackhealth import AlwaysJudged
 
 from sidl.realtime.live import soak
 
@@ -17,9 +18,15 @@ def test_fifty_random_sessions_leave_no_stuck_note_no_crash_no_hang(jack_server)
     # left 25 stuck notes in 14: the JACK graph had lost whole cycles of MIDI at both recorders.
     results = soak.soak(50, seed=0, workers=3)
     s = soak.summary(results, 0.0)
-    bad = [r for r in results if r.stuck or r.crashed or r.hung]
-    assert not bad, "\n".join(f"session {r.index}: stuck {r.stuck} crashed {r.crashed} hung {r.hung} "
-                              f"rc {r.rc} [{r.args}] [{r.actions}] {r.ending} {r.why}" for r in bad)
+    describe = lambda bad: "\n".join(f"session {r.index}: stuck {r.stuck} crashed {r.crashed} hung {r.hung} "
+                                     f"rc {r.rc} [{r.args}] [{r.actions}] {r.ending} {r.why}" for r in bad)
+    # A crash or a hang is sidl's whatever the server did: judged even when it missed cycles
+    # (a stuck note may be a cycle of MIDI the server dropped, so that one is excused then).
+    broken = [r for r in results if r.crashed or r.hung]
+    if broken:
+        raise AlwaysJudged(describe(broken))
+    bad = [r for r in results if r.stuck]
+    assert not bad, describe(bad)
     assert s["sessions"] == 50 and s["stuck_notes"] == s["crashes"] == s["hangs"] == 0
     # The sessions did play (a soak of a silent sidl-live would prove nothing); one that is only
     # ever switched, panicked or stopped before its first answer may play nothing (4 of 50 here).
