@@ -106,14 +106,21 @@ def encode_windows(encoder, windows, k: int) -> list[tuple[np.ndarray, np.ndarra
     return codes
 
 
-def count_prior(codes, n_atoms: int, positions_per_bar: int) -> MeterPrior:
-    """Statistics of codes (idx, val) each (positions, k), every code starting on a bar line."""
+def count_prior(codes, n_atoms: int, positions_per_bar: int, entry_atoms=None) -> MeterPrior:
+    """Statistics of codes (idx, val) each (positions, k), every code starting on a bar line.
+    ``entry_atoms(idx)``: each entry's atom, -1 for none (a preset's ``entry_atoms``: drum-feel
+    entries pack levels above the atom, a shapes preset's placements are no atom); default idx."""
     usage = np.zeros((n_atoms, positions_per_bar), np.float64)
     trans = np.zeros((n_atoms, n_atoms), np.float64)
     values = [[] for _ in range(n_atoms)]
     total = 0
     for idx, val in codes:
-        idx = code_atom(idx, n_atoms)          # a drum-feel entry packs its feel levels above the atom
+        if entry_atoms is not None:
+            idx = entry_atoms(idx)
+            val = np.where(idx >= 0, val, 0.0)
+            idx = np.maximum(idx, 0)
+        if idx.size and idx.max() >= n_atoms:
+            raise ValueError(f"code entries up to {idx.max()} are not atoms of a {n_atoms}-atom prior")
         P = len(idx)
         used = np.abs(val) > USED
         pos = np.broadcast_to((np.arange(P) % positions_per_bar)[:, None], idx.shape)
@@ -162,7 +169,9 @@ def meter_prior(encoder, codec: Codec, pieces, k: int, max_positions: int | None
         max_positions = prior_positions(encoder.atoms.stored.shape[0], patch, encoder.k_max)
     windows, skipped = sample_windows_counted(pieces, codec, max_positions, encoder.length, seed)
     codes = encode_windows(encoder, windows, k)
-    prior = count_prior(codes, encoder.atoms.stored.shape[0], codec.steps_per_bar // encoder.length)
+    A = encoder.atoms.stored.shape[0]
+    atoms = (lambda idx: code_atom(idx, A)) if encoder.feel else None     # drum-feel entries
+    prior = count_prior(codes, A, codec.steps_per_bar // encoder.length, atoms)
     return replace(prior, skipped=skipped)
 
 
@@ -218,9 +227,12 @@ def pieces_by_meter(preset, pieces) -> tuple[dict, dict]:
 
 def learned_meter_prior(preset, pieces) -> MeterPrior:
     """The prior of one meter from all bars of ``pieces`` (all in that meter)."""
+    if getattr(preset, "shapes", False):
+        raise ValueError(f"preset {preset.name!r} places shapes at any key: its code has no one-beat atoms "
+                         f"to learn a meter prior of (meter priors are for drum presets)")
     codec = pieces[0].codec
     codes = [encode_bars(preset, p.x, codec.steps_per_bar) for p in pieces]
-    return count_prior(codes, preset.n_atoms, codec.steps_per_bar // preset.stride)
+    return count_prior(codes, preset.n_atoms, codec.steps_per_bar // preset.stride, preset.entry_atoms)
 
 
 def meter_prior_arrays(meter: str, prior: MeterPrior, transitions: bool = False,

@@ -120,3 +120,27 @@ def test_the_prior_continues_from_the_atom_of_a_packed_entry(preset, gmd_bars):
     comp = Composer(preset)
     comp.compose(0, gmd_bars[0], Controls(mode="simplify"))
     assert comp._prev_atom is not None and 0 <= comp._prev_atom < preset.n_atoms
+
+
+def test_interpolating_two_takes_of_one_groove_keeps_every_beat(preset, groove):
+    """A softer, later take of the same groove: its entries carry other feel levels, yet pair with
+    the first take's by atom, so the way between them keeps the groove's hits, beat for beat."""
+    from sidl.realtime.tools.create import interpolate
+    other = groove.copy()
+    other[:, V] *= 0.6
+    hits = other[:, :N_CLASSES] > 0.5
+    other[:, O] = np.where(hits, np.clip(other[:, O] + 0.15, -0.5, 0.45), 0.0)
+    a = preset.decode_bar(*preset.encode_bar(np.ascontiguousarray(groove, np.float32), preset.k))
+    (mid,) = interpolate(preset, groove, other, 1)
+    assert np.array_equal(mid[:, :N_CLASSES] > 0.5, a[:, :N_CLASSES] > 0.5)
+
+
+def test_the_meter_prior_counts_a_packed_entry_as_its_atom(preset, groove):
+    from sidl.export.prior import count_prior
+    idx, val = preset.encode_bar(np.ascontiguousarray(groove, np.float32), 1)
+    assert np.any(idx >= preset.n_atoms)
+    packed = count_prior([(idx, val)], preset.n_atoms, 4, preset.entry_atoms)
+    plain = count_prior([(code_atom(idx, preset.n_atoms), val)], preset.n_atoms, 4)
+    assert np.array_equal(packed.usage, plain.usage) and packed.usage.sum() > 0
+    with pytest.raises(ValueError, match="not atoms"):
+        count_prior([(idx, val)], preset.n_atoms, 4)

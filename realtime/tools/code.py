@@ -56,7 +56,8 @@ def sounding_spans(x: np.ndarray, stride: int, pad: int = SILENCE_PAD) -> list[t
 def encode(preset, x: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The code of a whole part: each sounding stretch encoded on its own (silence codes to nothing,
     and a long silence, e.g. a corrupt far-away note, costs no encoder time). ``idx`` < n_atoms is an
-    atom (or a shape at its typical key and length); a shapes preset packs placements above that."""
+    atom (or a shape at its typical key and length); a shapes preset packs placements above that,
+    a drum-feel preset the atom's gain and timing levels (``preset.entry_atoms`` gives the atom)."""
     k = preset.k if k is None else int(k)
     positions = len(x) // preset.stride
     idx = np.zeros((positions, k), np.int64)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..codec.drumfeel import code_atom
+
 from ..codec.notes import NoteArray
 from ..compose import Composer, keep_velocities
 from ..controls import Controls
@@ -96,21 +98,24 @@ def continuation(preset, x: np.ndarray, phase: np.ndarray, bars: int, positions_
     return np.concatenate(out)
 
 
-def interpolation_codes(idx_a, val_a, idx_b, val_b, t: float) -> tuple[np.ndarray, np.ndarray]:
+def interpolation_codes(idx_a, val_a, idx_b, val_b, t: float, atom_of=None) -> tuple[np.ndarray, np.ndarray]:
     """The code a fraction ``t`` (0: A, 1: B) of the way from A's code to B's, position by position.
 
-    Entries are matched by atom: an atom both codes use at a position keeps one entry whose value
-    moves linearly from A's to B's. A's other entries leave weakest first (by |value| over the
-    whole clip), B's other entries arrive strongest first, each set in proportion to ``t``.
+    Entries are matched by atom (``atom_of(entry)``, default the entry itself; a drum-feel
+    preset's entries pack feel levels above the atom): an atom both codes use at a position keeps
+    one entry whose value moves linearly from A's to B's, with A's feel levels until halfway and
+    B's after. A's other entries leave weakest first (by |value| over the whole clip), B's other
+    entries arrive strongest first, each set in proportion to ``t``.
     """
+    atom_of = atom_of or (lambda entry: entry)
     positions = len(idx_a)
-    shared, only_a, only_b = [], [], []                       # (position, atom, value[, value])
+    shared, only_a, only_b = [], [], []                       # (position, entry, value[, value])
     for p in range(positions):
-        a = {int(i): float(v) for i, v in zip(idx_a[p], val_a[p]) if v}
-        b = {int(i): float(v) for i, v in zip(idx_b[p], val_b[p]) if v}
-        shared += [(p, i, a[i], b[i]) for i in a if i in b]
-        only_a += [(p, i, a[i]) for i in a if i not in b]
-        only_b += [(p, i, b[i]) for i in b if i not in a]
+        a = {int(atom_of(i)): (int(i), float(v)) for i, v in zip(idx_a[p], val_a[p]) if v}
+        b = {int(atom_of(i)): (int(i), float(v)) for i, v in zip(idx_b[p], val_b[p]) if v}
+        shared += [(p, a[i][0] if t < 0.5 else b[i][0], a[i][1], b[i][1]) for i in a if i in b]
+        only_a += [(p, *a[i]) for i in a if i not in b]
+        only_b += [(p, *b[i]) for i in b if i not in a]
     only_a.sort(key=lambda e: abs(e[2]))                     # weakest first: they leave first
     only_b.sort(key=lambda e: -abs(e[2]))                    # strongest first: they arrive first
     entries = [(p, i, (1 - t) * va + t * vb) for p, i, va, vb in shared]
@@ -131,4 +136,6 @@ def interpolate(preset, xa: np.ndarray, xb: np.ndarray, steps: int, k: int | Non
     if len(xa) != len(xb):
         raise ValueError("clips of different lengths")
     ca, cb = encode(preset, xa, k), encode(preset, xb, k)
-    return [decode(preset, *interpolation_codes(*ca, *cb, (s + 1) / (steps + 1))) for s in range(steps)]
+    # a drum-feel entry is its atom at some feel levels: the two takes' entries pair by atom
+    atom_of = (lambda e: code_atom(e, preset.n_atoms)) if getattr(preset, "feel_codes", False) else None
+    return [decode(preset, *interpolation_codes(*ca, *cb, (s + 1) / (steps + 1), atom_of)) for s in range(steps)]

@@ -138,7 +138,7 @@ def unpack(data: bytes, preset, label: str = ".sidlz") -> dict:
         raise SidlzError(f"{label}: damaged .sidlz ({type(e).__name__}: {e})") from None
     pos = np.cumsum(np.asarray(gaps, np.int64))
     # entries of pinned atoms are atoms, a drum-feel preset's atoms at feel levels (shapes: any)
-    limit = None if getattr(preset, "shapes", False) else preset.n_atoms * (FEEL_CODES if preset.feel_codes else 1)
+    limit = None if getattr(preset, "shapes", False) else preset.n_atoms * (FEEL_CODES if getattr(preset, "feel_codes", False) else 1)
     if not 1 <= tpb or channel > 15 or (ne and (pos[-1] >= positions or (limit and atoms.max() >= limit))) \
             or positions > 1 << 20 or not np.isfinite(scale):
         raise SidlzError(f"{label}: damaged .sidlz (entries outside the code)")

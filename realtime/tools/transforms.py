@@ -81,7 +81,9 @@ def clean(preset, notes: NoteArray, n_steps: int, threshold: float | None = None
     player put one) scores below ``threshold`` and is dropped. Two notes of one voice on one step
     keep the louder. Drum hits jittered over the half step go back to their step (``regrid``).
     ``pull`` in 0..1 moves each kept drum hit that far toward the offset its atoms decode on its
-    cell (0: timing as played). Velocities and lengths stay as played."""
+    cell (0: timing as played); a drum-feel preset decodes them at the beat's own fitted timing
+    level, so the hits of a laid-back beat tighten around its lateness, not onto the grid.
+    Velocities and lengths stay as played."""
     n, stride = preset.codec.n_voices, preset.stride
     typ = voice_typicality(preset) if typicality is None else typicality
     threshold = CLEAN_THRESHOLD[preset.codec.spec.drum_feel] if threshold is None else threshold
