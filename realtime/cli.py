@@ -282,7 +282,7 @@ def eval_preset(name: str = typer.Argument(..., help="preset name or folder"),
         typer.echo(f"feel references on true hits: constant guess {c['velocity_mae']:.1f} / {c['offset_mae']:.3f}, "
                    f"metrical template {t['velocity_mae']:.1f} / {t['offset_mae']:.3f} (velocity MAE / offset MAE)")
     if len(meters) > 1:
-        typer.echo("k = 1 F1 by meter: " + ", ".join(f"{m} {r['f1']:.4f} ({r['pieces']} pieces)"
+        typer.echo("k = 1 F1 by meter: " + ", ".join(f"{m} {r['f1']:.4f} ({r['pieces']} piece{'s' * (r['pieces'] != 1)})"
                                                    for m, r in meters.items()))
 
 

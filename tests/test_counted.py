@@ -5,7 +5,8 @@ import torch
 
 from sidl.realtime.codec.spec import DRUMS, PIANO_GRID
 from sidl.training.corpora import load_corpus
-from sidl.training.counted import beat_patterns, count_patterns, counted_reconstruction, or_pursuit
+from sidl.training.counted import (beat_patterns, count_patterns, counted_reconstruction, or_pursuit,
+                                   with_single_hits)
 from sidl.training.metrics import Counts, drum_constant_reference, drum_template_reference
 from sidl.training.model import ModelConfig, TCNkWTA
 from sidl.training.pursuit import channel_roles, classify_mask, pursuit, read_out, sparse_decode
@@ -48,6 +49,24 @@ def test_or_pursuit_finds_a_pattern_of_the_codebook_exactly(gmd):
     assert errors[-1].sum() < errors[0].sum()
 
 
+def test_with_single_hits_keeps_the_frequent_patterns_and_adds_every_single_hit(gmd):
+    train, _ = gmd
+    patterns, _ = count_patterns([p.x for p in train], 256)
+    out = with_single_hits(patterns)
+    assert out.shape == patterns.shape
+    single = out.sum(1) == 1
+    assert sorted(out[single].argmax(1)) == list(range(36))             # each single hit once
+    assert len({row.tobytes() for row in out}) == len(out)              # nothing twice
+    was_single = patterns.sum(1) == 1
+    assert was_single.sum() < 36                                        # GMD's top 256 lack some
+    # frequency order kept: the patterns kept are the most frequent ones, in their order
+    n_other = 256 - 36
+    assert np.array_equal(out[~single], patterns[~was_single][:n_other])
+    assert np.array_equal(with_single_hits(out), out)                   # already complete: unchanged
+    with pytest.raises(ValueError, match="cannot hold"):
+        with_single_hits(patterns[:35])
+
+
 def test_feel_references_template_beats_constant(gmd):
     train, test = gmd
     bars = lambda pieces: [(p.x, p.codec.steps_per_bar) for p in pieces]
@@ -63,7 +82,7 @@ def test_counted_atoms_with_pursuit_are_at_least_the_counted_codebook(gmd):
     model = TCNkWTA(ModelConfig(DRUMS.channels, 256))
     assert counted_atoms(model, [p.x for p in train]) == 256
     model.normalize_atoms()
-    patterns, _ = count_patterns([p.x for p in train], 256)
+    patterns = with_single_hits(count_patterns([p.x for p in train], 256)[0])
     hits = model.atoms[:, :9].detach().numpy().reshape(256, 36) > 0
     assert np.array_equal(hits, patterns)                               # atom a starts as pattern a
     roles = channel_roles(DRUMS)
