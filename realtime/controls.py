@@ -12,6 +12,8 @@ LATENCIES = ("bar", "beat")   # simplify / echo: play each bar on the next bar, 
 MAX_DENSITY = 4.0        # atoms per code position at CC value 127
 MAX_KEEP = 32            # atoms per bar at CC value 127
 ALL_NOTES_OFF_CC = 123   # received: a panic, we silence everything we sent; sent: what a panic sends
+TEMPO_CC = 28            # the tempo is the clock's, not a control: the engine hands it over (see tempo_of_cc)
+TEMPO_MIN_BPM = 60       # CC 28's value 0; 127 is 187 BPM, one BPM a step
 
 # CC number -> (field, what the 0..127 value means). Printed by `sidl-live --help`; keep in sync.
 CC_TABLE = {
@@ -24,6 +26,8 @@ CC_TABLE = {
     25: ("fill_every", "0: no fills, else a fill every N bars (N = value)"),
     26: ("quantize", ">= 64: no microtiming, every note on the grid"),
     27: ("latency", ">= 64: simplify / echo answer each beat on the next beat, else each bar on the next"),
+    TEMPO_CC: ("tempo", f"{TEMPO_MIN_BPM}..{TEMPO_MIN_BPM + 127} BPM (value + {TEMPO_MIN_BPM}): the internal "
+                        "clock's tempo, or proposed to an Ableton Link session; ignored with --sync"),
 }
 
 
@@ -56,8 +60,14 @@ class Controls:
             raise ValueError(f"latency must be one of {', '.join(LATENCIES)}, got {self.latency!r}")
 
 
+def tempo_of_cc(value: int) -> float:
+    """The tempo (BPM) CC ``TEMPO_CC`` = ``value`` asks for."""
+    return float(TEMPO_MIN_BPM + value)
+
+
 def apply_cc(c: Controls, control: int, value: int) -> Controls:
-    """The controls after CC ``control`` = ``value`` (unchanged for numbers not in ``CC_TABLE``)."""
+    """The controls after CC ``control`` = ``value`` (unchanged for numbers not in ``CC_TABLE``, and
+    for ``TEMPO_CC``: the engine gives the tempo to its clock)."""
     field = CC_TABLE.get(control, (None,))[0]
     if field == "amount":
         if c.mode == "simplify" or (c.mode == "generate" and c.follow):   # what keep counts there

@@ -47,6 +47,18 @@ def test_internal_clock_bar_times_over_hundreds_of_bars():
         assert math.floor(c.position(t - 0.001) / c.bar_q) == bar - 1
 
 
+def test_internal_clock_tempo_change_keeps_the_song_position():
+    c = InternalClock(120, start_s=1.0)                    # bar 0 at 1 s, a quarter every 0.5 s
+    d = c.with_tempo(90, 3.0)                              # quarter 4 at 3 s
+    assert d.bpm == 90 and d.position(3.0) == pytest.approx(4.0)
+    assert d.position(3.0 + 60 / 90) == pytest.approx(5.0)      # then at the new tempo
+    assert d.timeline.time_of(4.0) == pytest.approx(c.timeline.time_of(4.0))
+    early = c.with_tempo(90, 0.5)                          # before the song starts: it starts as planned
+    assert early.timeline.time_of(0.0) == pytest.approx(1.0) and early.bpm == 90
+    with pytest.raises(ValueError, match="bpm must be in 20..400"):
+        c.with_tempo(500, 3.0)
+
+
 def test_internal_clock_rejects_absurd_tempo():
     with pytest.raises(ValueError, match="bpm"):
         InternalClock(bpm=0)

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from sidl.realtime.live.clock import PPQN, InternalClock, Timeline
+from sidl.realtime.live.clock import PPQN, ClockFollower, InternalClock, Timeline
 from sidl.realtime.controls import Controls
 from sidl.realtime.live.bars import BarBuffer, BarJob
 from sidl.realtime.live.engine import FIRST_BAR_LEAD_S, PANIC, RETIME, BankEntry, build_engine, run_live, status_line
@@ -234,6 +234,30 @@ def test_controls_by_cc_and_panics(drums):
     assert e.change(controls=Controls(mode="simplify")) == PANIC
 
 
+def test_tempo_cc_retimes_an_internal_clock_and_a_followed_clock_ignores_it(drums):
+    """CC 28 = v asks for v + 60 BPM: the internal clock takes it at the CC's time, the song position
+    continuous, and what is pending moves onto the new map (poll says RETIME); the bars after it
+    are cut at the new tempo. A followed MIDI clock's master keeps its tempo."""
+    from sidl.realtime.controls import CC_TABLE, TEMPO_CC, apply_cc, tempo_of_cc
+    assert tempo_of_cc(0) == 60.0 and tempo_of_cc(127) == 187.0 and "tempo" in CC_TABLE[TEMPO_CC][1] + CC_TABLE[TEMPO_CC][0]
+    assert apply_cc(Controls(), TEMPO_CC, 30) == Controls()     # not a control: the clock's
+    e, r = internal_engine(drums)                                 # 120 BPM, bar 0 at 1 s
+    e.poll(2.0)
+    q = e.song_q(2.0)
+    assert e.feed(2.0, [0xB9, TEMPO_CC, 30]) is None              # 90 BPM
+    assert e.timeline.bpm == pytest.approx(90.0) and e.song_q(2.0) == pytest.approx(q)
+    assert e.poll(2.001) == RETIME and e.poll(2.002) is None
+    jobs = run_bars(e, r, 12.0, step=0.01)
+    bar_s = 4 * 60 / 90
+    later = [job for _, job, _ in jobs if job.bar >= 2]
+    assert later and all(job.timeline.bpm == pytest.approx(90.0) for job in later)
+    assert later[0].timeline.time_of(later[0].bar * 4.0) == pytest.approx(2.0 + (later[0].bar * 4.0 - q) * bar_s / 4)
+    assert e.feed(12.0, [0xB9, TEMPO_CC, 30]) is None and e.poll(12.001) is None   # the same tempo again
+    f, _ = build_engine(drums, Controls(), channel=9, clock=ClockFollower())
+    clock = f.clock
+    assert f.feed(0.0, [0xB9, TEMPO_CC, 100]) is None and f.clock is clock and f.clock.bpm == pytest.approx(120.0)
+
+
 @pytest.mark.parametrize("sync", [False, True])
 def test_a_garbage_stream_is_ignored_and_bars_go_on(drums, sync):
     """What a buggy client can put on a JACK port (empty, status-less, short, data bytes >= 128)
@@ -417,6 +441,64 @@ def test_run_live_sends_on_time_and_silences_on_stop(drums):
             balance[m.note] = balance.get(m.note, 0) - 1
     assert all(v <= 0 for v in balance.values())               # every note-on got its note-off
     assert [m.type for _, m in sent if m.is_realtime][-1] == "stop"
+
+
+class StoppingClock:
+    """A clock that moves by itself, stops at ``stop_s`` and starts a new song at ``restart_s``
+    (known 0.1 s ahead), as an Ableton Link session's Stop and Start do (``link.LinkClock`` answers
+    the same questions)."""
+    follows = False
+
+    def __init__(self, bpm: float, start_s: float, stop_s: float, restart_s: float):
+        self.bpm, self.start_s, self.stop_s, self.restart_s = bpm, start_s, stop_s, restart_s
+        self._song = 0                           # 0: the first song, 1: stopped, 2: the second
+
+    @property
+    def timeline(self):
+        if self._song == 1 and time.perf_counter() >= self.restart_s - 0.1:
+            self._song = 2
+        return None if self._song == 1 else Timeline(self.restart_s if self._song else self.start_s, 0.0, 60 / self.bpm)
+
+    def position(self, t):
+        tl = self.timeline
+        return None if tl is None else tl.position(t)
+
+    def lost(self, now):
+        return self._song == 0 and now >= self.stop_s
+
+    def mark_lost(self):
+        self._song = 1
+
+
+def test_send_clock_stops_a_daw_when_the_session_stops_and_starts_it_again(drums):
+    """--link --send-clock: the session's Stop sends MIDI Stop at once, no tick or note after it
+    (before, the ticks queued for the rest of the bar went on, and Stop came only on exit); the
+    session's next Start sends Start again and the ticks follow it."""
+    out = RecordingOutput()
+    sched = Scheduler(out).start()
+    start = time.perf_counter() + 0.4
+    clock = StoppingClock(400, start, start + 1.0, start + 1.6)       # 0.6 s bars: stop mid bar 1
+    e, r = build_engine(drums, Controls(density=4.0, quantize=True), channel=9, clock=clock, send_clock=True)
+    stop = threading.Event()
+    threading.Timer(start + 2.5 - time.perf_counter(), stop.set).start()
+    run_live(e, r, list, sched, stop)
+    sched.close()
+    real = [(t, m.type) for t, m in out.sent if m.is_realtime]
+    kinds = [k for _, k in real]
+    assert kinds.count("start") == 2 and kinds.count("stop") == 2, kinds
+    first_stop = next(t for t, k in real if k == "stop")
+    second_start = [t for t, k in real if k == "start"][1]
+    assert clock.stop_s <= first_stop < clock.stop_s + 0.02        # at the session's Stop
+    between = [k for t, k in real if first_stop < t < second_start]
+    assert between == []                                           # no tick once stopped
+    assert abs(second_start - clock.restart_s) < 0.005             # the new song's first bar line
+    ticks = [t for t, k in real if k == "clock"]
+    assert [t for t in ticks if t < first_stop][-1] < clock.stop_s + 0.005
+    assert len([t for t in ticks if t > second_start]) >= 2 * PPQN  # it plays on
+    ons = [t for t, m in out.sent if m.type == "note_on" and m.velocity > 0]
+    assert not [t for t in ons if clock.stop_s + 0.005 < t < clock.restart_s - 0.005]
+    assert [t for t in ons if t < clock.stop_s] and [t for t in ons if t > clock.restart_s]
+    assert kinds[-1] == "stop"                                     # on the way out
 
 
 def test_an_internal_clocks_first_bar_waits_for_the_warm_up_and_goes_out_on_time(drums):

@@ -432,22 +432,24 @@ def link_timing(preset: str, runs: int, periods: list[int], json_path: str | Non
                          "start_bar": m.start_bar,
                          "notes": len(m.note_error_s), "note_p99_ms": _stat(np.abs(m.note_error_s), 99),
                          "start_ms": m.start_error_s * 1e3, "follow_ms": m.follow_s * 1e3, "beat_ms": m.beat_s * 1e3,
-                         "notes_after_stop": m.notes_after_stop, "stuck_notes": m.sounding,
+                         "notes_after_stop": m.notes_after_stop, "ticks_after_stop": m.ticks_after_stop,
+                         "midi_stop_ms": m.midi_stop_s * 1e3, "stuck_notes": m.sounding,
                          "recorder_xruns": m.recorder_xruns, "tick_glitches": m.tick_glitches, "when_utc": time.strftime("%H:%M:%S", time.gmtime()), "load_1min": os.getloadavg()[0]})
             r = rows[-1]
             print(f"{r['period']:6d} {r['bars']:4d} {r['bar_p50_ms']:7.3f} {r['bar_p99_ms']:7.3f} {r['bar_mean_ms']:8.3f} "
                   f"{r['ticks']:5d} {r['tick_p50_ms']:7.3f} {r['tick_p99_ms']:7.3f} {r['tick_max_ms']:8.3f} {r['notes']:5d} "
                   f"{r['note_p99_ms']:7.3f} {r['start_ms']:8.3f} {r['start_bar']:4d} {r['session_bpm']:7.1f} {r['follow_ms']:9.1f} {r['beat_ms']:7.1f} {r['notes_after_stop']:10d} "
-                  f"{r['stuck_notes']:5d} {r['tick_glitches']:8d} {r['recorder_xruns']:6d}", flush=True)
+                  f"{r['ticks_after_stop']:11d} {r['midi_stop_ms']:7.1f} {r['stuck_notes']:5d} {r['tick_glitches']:8d} {r['recorder_xruns']:6d}", flush=True)
 
     print(f"sidl-live --link --preset {preset} --send-clock --quantize --backend jack against a second Link peer "
           f"(LinkPython): it starts the session at 180 BPM, changes to 140 mid-bar 3.4 bars in, stops 3 bars "
           f"later; errors (ms) against the peer's own grid (+ = late), its map printed in perf_counter seconds; "
-          f"bar/bpm: the session bar sidl started on and the session's tempo then (sidl brings 100)")
+          f"bar/bpm: the session bar sidl started on and the session's tempo then (sidl brings 100); "
+          f"stop ms: sidl's MIDI Stop after the session's Stop")
     print(f"{'period':>6s} {'bars':>4s} {'bar p50':>7s} {'bar p99':>7s} {'bar mean':>8s} {'ticks':>5s} {'tick p50':>7s} "
           f"{'tick p99':>7s} {'tick max':>8s} {'notes':>5s} {'note p99':>7s} {'start ms':>8s} {'bar':>4s} {'bpm':>7s} "
           f"{'follow ms':>9s} {'beat ms':>7s} "
-          f"{'after stop':>10s} {'stuck':>5s} {'glitches':>8s} {'xruns':>6s}")
+          f"{'after stop':>10s} {'ticks after':>11s} {'stop ms':>7s} {'stuck':>5s} {'glitches':>8s} {'xruns':>6s}")
     if periods:
         for p in periods:
             with peers.dummy_server(p):
@@ -473,7 +475,7 @@ def link_timing(preset: str, runs: int, periods: list[int], json_path: str | Non
 
 
 FLOOD_RATE = 10_000       # messages a second into sidl-live's input, --flood
-FLOOD_CCS = (1, 7, 10, 11, 64, 71, 74)   # CCs a controller sends; none of sidl's own (20-27, 123): the
+FLOOD_CCS = (1, 7, 10, 11, 64, 71, 74)   # CCs a controller sends; none of sidl's own (20-28, 123): the
                                          # music must stay the same for its timing to be compared
 
 

@@ -12,7 +12,7 @@ driven by incoming MIDI clock), ``timeline`` (None while stopped), ``position(t)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -80,6 +80,13 @@ class InternalClock:
 
     def lost(self, now: float) -> bool:
         return False
+
+    def with_tempo(self, bpm: float, t: float) -> "InternalClock":
+        """This clock at ``bpm`` from ``t`` on, the song position continuous at ``t``. Before the
+        song has started, its start time stays where it was."""
+        if self.position(t) < 0.0:
+            return replace(self, bpm=bpm)
+        return replace(self, bpm=bpm, start_s=t, start_q=self.position(t))
 
 
 class ClockFollower:

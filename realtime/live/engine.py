@@ -37,7 +37,7 @@ import numpy as np
 from ..codec.midifile import SUSTAIN_CC
 from ..codec.spec import Codec
 from ..compose import BarModel, Composer, default_mode
-from ..controls import ALL_NOTES_OFF_CC, Controls, apply_cc
+from ..controls import ALL_NOTES_OFF_CC, TEMPO_CC, Controls, apply_cc, tempo_of_cc
 from .bars import BarBuffer, BarJob
 from .clock import PPQN, ClockFollower, InternalClock, Timeline, bar_quarters
 from .render import Renderer, RenderStats, Worker
@@ -149,6 +149,7 @@ class Engine:
         self._next: int | None = None            # the next job, counted in jobs of _job_q from the song start
         self._job_q = self.bar_q                  # quarters one job covers: a bar, or a code position
         self._started = False                     # --send-clock: Start sent since the song start
+        self._song_ended = False                  # --send-clock: a song we sent Start for ended; Stop is owed
         self._ticked: int | None = None           # --send-clock: ticks made so far, up to this one
         self._cut: tuple[float, float] | None = None   # quarters covered by the jobs cut since the song start
         self._polled: Timeline | None = None     # a clock that moves by itself: its map at the last poll
@@ -217,6 +218,9 @@ class Engine:
             if data[1] == SUSTAIN_CC:
                 self.buffer.pedal(self.song_q(t), data[2] >= 64)
                 return None
+            if data[1] == TEMPO_CC:
+                self.set_tempo(tempo_of_cc(data[2]), t)
+                return None
             new = apply_cc(self.controls, data[1], data[2])
             changed_mode = (new.mode, new.follow, new.latency) != (self.controls.mode, self.controls.follow,
                                                                    self.controls.latency)
@@ -271,6 +275,7 @@ class Engine:
         if r.position:
             self._next = None
         if r.song:
+            self._song_ended = self._song_ended or self._started
             self._started, self._ticked, self._cut = False, None, None
         if r.played:
             self.buffer.clear()
@@ -306,6 +311,17 @@ class Engine:
             return self.position_q
         return self.bar_q
 
+    def set_tempo(self, bpm: float, t: float) -> None:
+        """A player's tempo (CC 28) from ``t`` on: the internal clock takes it, a Link session is
+        proposed it (every peer follows), a followed MIDI clock's master keeps its own. The next
+        ``poll`` sees the new map and returns RETIME, which moves what is pending onto it."""
+        c = self.clock
+        if isinstance(c, InternalClock):
+            if bpm != c.bpm:
+                self.clock = c.with_tempo(bpm, t)
+        elif hasattr(c, "propose_tempo"):
+            c.propose_tempo(bpm)
+
     def start_no_earlier(self, t: float) -> None:
         """An internal clock whose song has not started yet starts at ``t`` if it would start before
         (the next ``poll`` retimes the scheduler). A followed or Link clock keeps its master's time."""
@@ -339,6 +355,19 @@ class Engine:
             change, self._change = self._change, {}
             jobs.append(BarJob(bar, played, self.controls, tl, change.get("reset", False), position,
                                change.get("preset"), change.get("channel"), self.epoch))
+
+    @property
+    def song_started(self) -> bool:
+        """--send-clock: we sent Start for a song that has not ended (on the way out, Stop is owed)."""
+        return self._started
+
+    def take_song_end(self) -> bool:
+        """--send-clock: True once after a song we sent Start for ended while we ran on (an Ableton
+        Link session's Stop): the caller drops the ticks still queued past its end and sends MIDI
+        Stop now, so a DAW following our clock stops with the session, and starts again on our next
+        Start."""
+        ended, self._song_ended = self._song_ended, False
+        return ended
 
     def take_clock(self) -> Batch | None:
         """--send-clock: the ticks (24 a quarter, after Start at the song start) up to the end of the
@@ -424,6 +453,9 @@ def run_live(engine: Engine, renderer: Renderer, poll, scheduler: Scheduler, sto
                 scheduler.panic()
             elif act == RETIME:
                 scheduler.retime(engine.timeline)
+            if engine.take_song_end():
+                scheduler.cancel()                  # the ticks queued past the song's end
+                scheduler.send_now(mido.Message("stop"))
             for job in () if held else engine.due(now):
                 worker.put(job)
             if (ticks := engine.take_clock()) is not None:
@@ -463,7 +495,7 @@ def run_live(engine: Engine, renderer: Renderer, poll, scheduler: Scheduler, sto
                     status.flush()
     finally:
         worker.close()
-        if engine.send_clock:
+        if engine.song_started:                    # a Start we sent gets its Stop
             scheduler.cancel()
             scheduler.send_now(mido.Message("stop"))
         scheduler.panic()

@@ -14,8 +14,9 @@ questions (``follows``, ``timeline``, ``position``, ``bpm``, ``lost``) from it:
 * a tempo change by any peer gives a new ``Timeline`` at the next poll (the engine retimes what is
   pending onto it); ``--bpm`` is the tempo we bring, which a session keeps only if we found it: when
   two sessions meet, Link keeps the older one's tempo and phase (if they are within 0.5 s of age, the
-  lower random session id's), so sidl joining a band's session never moves the band. We never
-  propose a tempo after that (no CC does it yet).
+  lower random session id's), so sidl joining a band's session never moves the band. After that
+  sidl proposes a tempo only when told to (CC 28, ``propose_tempo``): Link then moves every peer's
+  tempo, the beat phase kept at that moment.
 
 Link counts microseconds on its own host clock (CLOCK_MONOTONIC_RAW on Linux), not on
 ``perf_counter``'s: the offset between the two is measured (the tightest of a few back-to-back
@@ -156,6 +157,13 @@ class LinkClock:
     def mark_lost(self) -> None:
         """The song is over: wait for the session's next Start."""
         self._timeline, self._origin, self._stop_at = None, None, None
+
+    def propose_tempo(self, bpm: float) -> None:
+        """Set the session's tempo from now on (every peer follows; the beat phase is kept at this
+        moment). Our next reading of the session gives the new map."""
+        state = self._link.captureAppSessionState()
+        state.setTempo(float(bpm), self._host.micros())
+        self._link.commitAppSessionState(state)
 
     @property
     def peers(self) -> int:

@@ -14,6 +14,7 @@ the offset (as ``link.LinkClock`` does).
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -183,14 +184,17 @@ class LinkTiming:
     notes_after_stop: int       # note-ons later than the session's Stop (+ one JACK period's slack)
     sounding: int               # notes left sounding when sidl-live exits
     tick_glitches: int = 0      # ticks doubled or missing as recorded
+    midi_stop_s: float = math.inf   # sidl's MIDI Stop after the session's Stop (inf: none before sidl-live was quit)
+    ticks_after_stop: int = 0   # clock ticks later than the session's Stop (+ one JACK period's slack)
     recorder_xruns: int = 0     # xruns our recorder saw: a dummy server restarting its timeline moves
                                 # one process's frame clock off wall time until it creeps back (jackmidi)
 
 
 def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_bpm: float,
-            t_stop: float) -> LinkTiming:
+            t_stop: float, t_quit: float = math.inf) -> LinkTiming:
     """``events``: (perf_counter s, bytes) that sidl-live sent, as recorded; ``origin_beat``: the
-    peer's beat of the session's first bar line."""
+    peer's beat of the session's first bar line; ``t_quit``: when sidl-live was told to quit (it
+    sends Stop on the way out too)."""
     from .peers import stuck_notes
     starts = [t for t, d in events if d == [0xFA]]
     ticks = np.array([t for t, d in events if d == [0xF8]])
@@ -223,13 +227,16 @@ def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_b
     steady = ~((ticks > t_change) & (ticks < settle))
     ons = np.array([t for t, d in events if len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0])
     glitches = int((steps == 0).sum() + (steps > 1).sum())
+    stops = [t for t, d in events if d == [0xFC] and t_stop - 0.002 <= t < t_quit]
     return LinkTiming(grid_error(maps, bars, 1 / QUANTUM), tick_err[steady],
                       grid_error(maps, ons[ons < t_stop], 4.0) if len(ons) else np.zeros(0),
                       float(grid_error(maps, np.array(starts[:1]), 1 / QUANTUM)[0]),
                       int(np.round((peer_beat(maps, np.array(starts[:1]))[0][0] - origin_beat) / QUANTUM)),
                       float(peer_beat(maps, np.array(starts[:1]))[1][0]),
                       follow, 60.0 / new_bpm,
-                      int((ons > t_stop + 0.002).sum()), stuck_notes(events), glitches)
+                      int((ons > t_stop + 0.002).sum()), stuck_notes(events), glitches,
+                      midi_stop_s=stops[0] - t_stop if stops else math.inf,
+                      ticks_after_stop=int((ticks > t_stop + 0.002).sum()))
 
 
 # -- running it ---------------------------------------------------------------------------------------
@@ -282,6 +289,7 @@ def run_link_session(preset: str = "drums-gmd", bpm: float = 180.0, new_bpm: flo
         peer.send("stop")
         t_stop = float(peer.wait_for(lambda: peer.events("stop"), 5.0, "no stop")[0][0])
         time.sleep(0.5)                                   # sidl sees the stop and silences
+        t_quit = time.perf_counter()
         live.send_signal(signal.SIGINT)
         live.wait(timeout=10)
         time.sleep(0.1)                                   # its last messages cross JACK
@@ -289,7 +297,7 @@ def run_link_session(preset: str = "drums-gmd", bpm: float = 180.0, new_bpm: flo
         lines = [line.split() for line in out.splitlines() if line.strip()]
         xruns = next((int(w[1]) for w in lines if w[0] == "xruns"), -1)
         got = [(float(w[0]), [int(x) for x in w[1:]]) for w in lines if w[0] != "xruns"]
-        return replace(measure(got, peer.maps(), origin, t_change, new_bpm, t_stop), recorder_xruns=xruns), log()
+        return replace(measure(got, peer.maps(), origin, t_change, new_bpm, t_stop, t_quit), recorder_xruns=xruns), log()
     finally:
         for proc in (live, rec):
             if proc is not None and proc.poll() is None:
