@@ -63,8 +63,19 @@ def test_with_single_hits_keeps_the_frequent_patterns_and_adds_every_single_hit(
     n_other = 256 - 36
     assert np.array_equal(out[~single], patterns[~was_single][:n_other])
     assert np.array_equal(with_single_hits(out), out)                   # already complete: unchanged
+    few = patterns[:100]                                                # fewer patterns than atoms:
+    roomy = with_single_hits(few, 256)                                  # the single hits join them
+    assert np.array_equal(roomy[:100], few) and len(roomy) == 100 + 36 - (few.sum(1) == 1).sum()
     with pytest.raises(ValueError, match="cannot hold"):
         with_single_hits(patterns[:35])
+
+
+def test_a_small_dictionary_starts_as_the_counted_patterns_alone(gmd):
+    train, _ = gmd
+    model = TCNkWTA(ModelConfig(DRUMS.channels, 64))                    # < 144 atoms: no single hits
+    assert counted_atoms(model, [p.x for p in train[:100]]) == 64
+    hits = model.atoms[:, :9].detach().numpy().reshape(64, 36) > 0
+    assert np.array_equal(hits, count_patterns([p.x for p in train[:100]], 64)[0])
 
 
 def test_feel_references_template_beats_constant(gmd):

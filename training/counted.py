@@ -34,21 +34,23 @@ def count_patterns(pieces, n: int, steps: int = STEPS) -> tuple[np.ndarray, np.n
     return patterns, counts[order]
 
 
-def with_single_hits(patterns: np.ndarray) -> np.ndarray:
-    """``patterns`` (m, D) bool, most frequent first -> at most m patterns holding every single hit
-    (one class at one step): the single hits already there keep their place, the least frequent
-    other patterns make room, and the single hits missing go at the end.
+def with_single_hits(patterns: np.ndarray, n: int | None = None) -> np.ndarray:
+    """``patterns`` (m, D) unique bool rows, most frequent first -> ``min(n, m + missing)`` rows
+    (``n`` default m) holding every single hit (one class at one step): the single hits already
+    there keep their place, the single hits missing go at the end, and where the ``n`` rows leave
+    no room for them the least frequent other patterns make it.
 
     With every single hit in it a dictionary can always add the one hit a beat still misses, as
     piano's single-note shape does. Measured on GMD (the 960 atoms of `drums-gmd`, trained 3 epochs,
     all 129 test pieces): its 36 least frequent atoms replaced by the 36 single hits took k = 4 hit
     F1 from 0.9970 to 0.9994, k = 1 from 0.9343 to 0.9335."""
     m, cells = patterns.shape
-    if m < cells:
-        raise ValueError(f"{m} atoms cannot hold the {cells} single hits")
+    n = m if n is None else n
+    if n < cells:
+        raise ValueError(f"{n} atoms cannot hold the {cells} single hits")
     single = patterns.sum(1) == 1
     other_rank = np.cumsum(~single) - 1
-    keep = single | (other_rank < m - cells)
+    keep = single | (other_rank < n - cells)
     present = np.zeros(cells, bool)
     present[patterns[single].argmax(1)] = True
     return np.concatenate([patterns[keep], np.eye(cells, dtype=bool)[~present]])

@@ -219,7 +219,9 @@ def refit_feel(model: TCNkWTA, codec: Codec, data: torch.Tensor, k_max: int,
     model.normalize_atoms()
 
 
-SINGLE_HITS_FROM = 4      # counted_atoms: single hits join a dictionary this many times their number (144 for drums)
+# counted_atoms: single hits join a dictionary of at least this many times their number (144 for
+# drums). A choice, not a measurement: in a 32-atom dictionary they would be more than all the rest.
+SINGLE_HITS_FROM = 4
 
 
 @torch.no_grad()
@@ -239,8 +241,8 @@ def counted_atoms(model: TCNkWTA, pieces: list[np.ndarray]) -> int:
     A, C, L = model.atoms.shape
     n = N_CLASSES
     patterns = count_patterns(pieces, A, L)[0]
-    if A >= SINGLE_HITS_FROM * n * L:       # a small dictionary keeps its few atoms for frequent patterns
-        patterns = with_single_hits(patterns)
+    if A >= SINGLE_HITS_FROM * n * L:
+        patterns = with_single_hits(patterns, A)
     hits = torch.from_numpy(patterns.reshape(-1, n, L).astype(np.float32))     # (m, 9, L)
     every = np.concatenate(pieces)
     on = every[:, :n] > 0.5

@@ -23,6 +23,7 @@ import argparse
 import faulthandler
 import importlib
 import importlib.util
+import math
 import os
 import subprocess
 import sys
@@ -433,13 +434,13 @@ def link_timing(preset: str, runs: int, periods: list[int], json_path: str | Non
                          "notes": len(m.note_error_s), "note_p99_ms": _stat(np.abs(m.note_error_s), 99),
                          "start_ms": m.start_error_s * 1e3, "follow_ms": m.follow_s * 1e3, "beat_ms": m.beat_s * 1e3,
                          "notes_after_stop": m.notes_after_stop, "ticks_after_stop": m.ticks_after_stop,
-                         "midi_stop_ms": m.midi_stop_s * 1e3, "stuck_notes": m.sounding,
+                         "midi_stop_ms": m.midi_stop_s * 1e3 if math.isfinite(m.midi_stop_s) else None, "stuck_notes": m.sounding,
                          "recorder_xruns": m.recorder_xruns, "tick_glitches": m.tick_glitches, "when_utc": time.strftime("%H:%M:%S", time.gmtime()), "load_1min": os.getloadavg()[0]})
             r = rows[-1]
             print(f"{r['period']:6d} {r['bars']:4d} {r['bar_p50_ms']:7.3f} {r['bar_p99_ms']:7.3f} {r['bar_mean_ms']:8.3f} "
                   f"{r['ticks']:5d} {r['tick_p50_ms']:7.3f} {r['tick_p99_ms']:7.3f} {r['tick_max_ms']:8.3f} {r['notes']:5d} "
                   f"{r['note_p99_ms']:7.3f} {r['start_ms']:8.3f} {r['start_bar']:4d} {r['session_bpm']:7.1f} {r['follow_ms']:9.1f} {r['beat_ms']:7.1f} {r['notes_after_stop']:10d} "
-                  f"{r['ticks_after_stop']:11d} {r['midi_stop_ms']:7.1f} {r['stuck_notes']:5d} {r['tick_glitches']:8d} {r['recorder_xruns']:6d}", flush=True)
+                  f"{r['ticks_after_stop']:11d} {'n/a' if r['midi_stop_ms'] is None else format(r['midi_stop_ms'], '7.1f'):>7s} {r['stuck_notes']:5d} {r['tick_glitches']:8d} {r['recorder_xruns']:6d}", flush=True)
 
     print(f"sidl-live --link --preset {preset} --send-clock --quantize --backend jack against a second Link peer "
           f"(LinkPython): it starts the session at 180 BPM, changes to 140 mid-bar 3.4 bars in, stops 3 bars "

@@ -148,8 +148,8 @@ class Engine:
         self.epoch = 0                            # resets so far: jobs made before the last one are void
         self._next: int | None = None            # the next job, counted in jobs of _job_q from the song start
         self._job_q = self.bar_q                  # quarters one job covers: a bar, or a code position
-        self._started = False                     # --send-clock: Start sent since the song start
-        self._song_ended = False                  # --send-clock: a song we sent Start for ended; Stop is owed
+        self._started = False                     # --send-clock: Start queued since the song start
+        self._song_ended = False                  # --send-clock: a song we queued Start for ended; Stop is owed
         self._ticked: int | None = None           # --send-clock: ticks made so far, up to this one
         self._cut: tuple[float, float] | None = None   # quarters covered by the jobs cut since the song start
         self._polled: Timeline | None = None     # a clock that moves by itself: its map at the last poll
@@ -312,12 +312,18 @@ class Engine:
         return self.bar_q
 
     def set_tempo(self, bpm: float, t: float) -> None:
-        """A player's tempo (CC 28) from ``t`` on: the internal clock takes it, a Link session is
-        proposed it (every peer follows), a followed MIDI clock's master keeps its own. The next
+        """A player's tempo (CC 28): the internal clock takes it from ``t`` on, a Link session is
+        proposed it now (every peer follows), a followed MIDI clock's master keeps its own. The next
         ``poll`` sees the new map and returns RETIME, which moves what is pending onto it."""
         c = self.clock
         if isinstance(c, InternalClock):
-            if bpm != c.bpm:
+            if bpm == c.bpm:
+                return
+            if self._cut is None and c.start_q == 0.0:
+                # Nothing cut yet (a controller's dump on connect, during the warm-up): the song
+                # still starts on its first bar line, which start_no_earlier may move.
+                self.clock = replace(c, bpm=bpm)
+            else:
                 self.clock = c.with_tempo(bpm, t)
         elif hasattr(c, "propose_tempo"):
             c.propose_tempo(bpm)
@@ -358,11 +364,12 @@ class Engine:
 
     @property
     def song_started(self) -> bool:
-        """--send-clock: we sent Start for a song that has not ended (on the way out, Stop is owed)."""
+        """--send-clock: we queued Start for a song that has not ended (on the way out, Stop is owed;
+        a Start still pending then is dropped, and the Stop after it does nothing to a DAW)."""
         return self._started
 
     def take_song_end(self) -> bool:
-        """--send-clock: True once after a song we sent Start for ended while we ran on (an Ableton
+        """--send-clock: True once after a song we queued Start for ended while we ran on (an Ableton
         Link session's Stop): the caller drops the ticks still queued past its end and sends MIDI
         Stop now, so a DAW following our clock stops with the session, and starts again on our next
         Start."""
@@ -495,7 +502,7 @@ def run_live(engine: Engine, renderer: Renderer, poll, scheduler: Scheduler, sto
                     status.flush()
     finally:
         worker.close()
-        if engine.song_started:                    # a Start we sent gets its Stop
+        if engine.song_started:                    # a Start we queued gets its Stop
             scheduler.cancel()
             scheduler.send_now(mido.Message("stop"))
         scheduler.panic()

@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass
 import mido
 import numpy as np
 
-from ..controls import ALL_NOTES_OFF_CC, CC_TABLE
+from ..controls import ALL_NOTES_OFF_CC, CC_TABLE, TEMPO_CC
 from ..codec.midifile import SUSTAIN_CC
 from .clock import PPQN
 from .jackmidi import leave_to_exit, midi_port_names
@@ -127,9 +127,11 @@ def plan_session(rng: np.random.Generator) -> Plan:
             ccs = list(CC_TABLE) + [ALL_NOTES_OFF_CC, SUSTAIN_CC, 1, 7, 10]
             n = int(rng.integers(20, 200))
             for k in range(n):
-                midi.append((t + k * 0.0005, mido.Message("control_change", channel=int(rng.integers(16)),
-                                                          control=int(rng.choice(ccs)),
-                                                          value=int(rng.integers(128)))))
+                channel, control = int(rng.integers(16)), int(rng.choice(ccs))
+                # a tempo CC keeps the session's short bars (160-187 BPM)
+                value = int(rng.integers(100, 128)) if control == TEMPO_CC else int(rng.integers(128))
+                midi.append((t + k * 0.0005, mido.Message("control_change", channel=channel,
+                                                          control=control, value=value)))
         elif action == "program":
             midi.append((t, mido.Message("program_change", program=int(rng.integers(3)))))
         elif action == "mode":
