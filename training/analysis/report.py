@@ -285,8 +285,8 @@ def side_by_side(presets, held_out_pieces, quick: bool, log) -> list[str]:
     md += ["", "The live path runs Python, onnxruntime and MIDI scheduling around the decode; a bare numpy gather "
            "is a floor no real bar reaches. On this measure the ratio target is missed by a wide margin.", "",
            "### Training", "", "Not measured by this report: wall time to the shipped drum F1 and 1-process vs "
-           "2-process DDP sections/s need training runs (the README's training section has the stored run: "
-           "`training/reference/sidl-drums-gmd.json`, 194 s of training).", ""]
+           "2-process DDP sections/s need training runs. The README's \"Training your own dictionary\" "
+           "section has both, measured with its commands.", ""]
     return md
 
 
