@@ -88,16 +88,21 @@ def clock_track(t0, bpm, n_ticks, start=True):
     return times, msgs
 
 
-def notes_of(recorded):
-    """[(t, note, velocity)] of note-ons, and whether every note-on got its note-off."""
-    ons = [(t, d[1], d[2]) for t, d in recorded if d[0] & 0xF0 == 0x90 and d[2] > 0]
+def sounding_of(recorded) -> dict:
+    """{note: note-ons without their note-off} of a recording (empty: nothing left sounding)."""
     balance = {}
     for _, d in recorded:
         if d[0] & 0xF0 == 0x90 and d[2] > 0:
             balance[d[1]] = balance.get(d[1], 0) + 1
         elif d[0] & 0xF0 == 0x80 or (d[0] & 0xF0 == 0x90 and d[2] == 0):
             balance[d[1]] = balance.get(d[1], 0) - 1
-    return ons, all(v <= 0 for v in balance.values())
+    return {n: v for n, v in balance.items() if v > 0}
+
+
+def notes_of(recorded):
+    """[(t, note, velocity)] of note-ons, and whether every note-on got its note-off."""
+    ons = [(t, d[1], d[2]) for t, d in recorded if d[0] & 0xF0 == 0x90 and d[2] > 0]
+    return ons, not sounding_of(recorded)
 
 
 def play_notes(client, notes, start, q_s):
@@ -133,7 +138,9 @@ def test_synced_echo_lands_real_bars_on_the_grid_and_stop_silences(jack_server, 
         time.sleep(t_stop - time.perf_counter() + 0.3)
         rec = client.recorded()
     ons, balanced = notes_of(rec)
-    assert balanced                                    # nothing left sounding after Stop
+    # (failed once in a fresh-clone run on 4 December, not reproduced in 7 runs since: the
+    # message says which notes were left and what came last, for the next time)
+    assert balanced, (sounding_of(rec), [(round(t - t_stop, 4), d) for t, d in rec[-8:]])   # nothing left sounding after Stop
     assert all(t < t_stop + 0.01 for t, _, _ in ons)
     err, k = grid_error([t for t, _, _ in ons], t0, step_s)
     assert len(ons) >= 30 and np.all(k >= 16)          # bar 0 had nothing to echo
