@@ -319,20 +319,24 @@ class Engine:
         if isinstance(c, InternalClock):
             if bpm == c.bpm:
                 return
-            if self._cut is None and c.start_q == 0.0:
-                # Nothing cut yet (a controller's dump on connect, during the warm-up): the song
-                # still starts on its first bar line, which start_no_earlier may move.
+            if self._song_not_begun(c):
+                # (a controller's dump on connect, during the warm-up): the song still starts on
+                # its first bar line, which start_no_earlier may move.
                 self.clock = replace(c, bpm=bpm)
             else:
                 self.clock = c.with_tempo(bpm, t)
         elif hasattr(c, "propose_tempo"):
             c.propose_tempo(bpm)
 
+    def _song_not_begun(self, c: InternalClock) -> bool:
+        """No job cut yet and the clock still anchored on the song's first bar line."""
+        return self._cut is None and c.start_q == 0.0
+
     def start_no_earlier(self, t: float) -> None:
         """An internal clock whose song has not started yet starts at ``t`` if it would start before
         (the next ``poll`` retimes the scheduler). A followed or Link clock keeps its master's time."""
         c = self.clock
-        if isinstance(c, InternalClock) and self._cut is None and c.start_q == 0.0 and c.start_s < t:
+        if isinstance(c, InternalClock) and self._song_not_begun(c) and c.start_s < t:
             self.clock = replace(c, start_s=t)
 
     def due(self, now: float) -> list[BarJob]:
@@ -437,6 +441,7 @@ def run_live(engine: Engine, renderer: Renderer, poll, scheduler: Scheduler, sto
     # An internal clock's first bar waits for the warm-up: bars handed to a worker still warming up
     # (~300 ms for a cold preset) went out late. Followed and Link clocks keep their master's time.
     held = isinstance(engine.clock, InternalClock)
+    stop_msg = mido.Message("stop")              # --send-clock: made here, not when a song ends
     next_status = clock()
     reason = None
     logged = ""                                  # the last composing error written to ``log``
@@ -462,7 +467,7 @@ def run_live(engine: Engine, renderer: Renderer, poll, scheduler: Scheduler, sto
                 scheduler.retime(engine.timeline)
             if engine.take_song_end():
                 scheduler.cancel()                  # the ticks queued past the song's end
-                scheduler.send_now(mido.Message("stop"))
+                scheduler.send_now(stop_msg)
             for job in () if held else engine.due(now):
                 worker.put(job)
             if (ticks := engine.take_clock()) is not None:
@@ -504,7 +509,7 @@ def run_live(engine: Engine, renderer: Renderer, poll, scheduler: Scheduler, sto
         worker.close()
         if engine.song_started:                    # a Start we queued gets its Stop
             scheduler.cancel()
-            scheduler.send_now(mido.Message("stop"))
+            scheduler.send_now(stop_msg)
         scheduler.panic()
         if status is not None:
             status.write("\n")
