@@ -87,3 +87,41 @@ def covering_dictionary(grids: list[np.ndarray], n_shapes: int, steps_per_beat: 
     left = residual_onsets(on, d, 1)
     left = left[left.any(1)]
     return pick(np.concatenate([gains, first_gains(left, candidates)]))
+
+
+def main(argv=None) -> None:
+    """``python -m sidl.training.shape_select --corpus asap --shapes 256,512``: choose each number of
+    shapes on the corpus's training split and print onset F1 at k = 1, 2, 4, 8 on its test split,
+    through the numpy twin of pursuit (``piano_eval.shape_rows``), without training or exporting a
+    preset: how the dictionary's size trades against F1."""
+    import argparse
+    import time
+
+    from sidl.realtime.codec.spec import PIANO_GRID
+    from .corpora import load_corpus
+    from .piano_eval import shape_rows
+    ap = argparse.ArgumentParser(prog="python -m sidl.training.shape_select", description=main.__doc__)
+    ap.add_argument("--corpus", default="asap", choices=("asap", "pop909"))
+    ap.add_argument("--shapes", default="256,512", help="comma-separated dictionary sizes")
+    a = ap.parse_args(argv)
+    try:
+        sizes = [int(n) for n in a.shapes.split(",")]
+    except ValueError:
+        raise SystemExit(f"--shapes must be whole numbers separated by commas, got {a.shapes!r}")
+    train = [p.x for p in load_corpus(a.corpus, PIANO_GRID, "train")[0]]
+    test = [p.x for p in load_corpus(a.corpus, PIANO_GRID, "test")[0]]
+    ks = (1, 2, 4, 8)
+    print(f"{a.corpus}: shapes chosen on {len(train)} training pieces, onset F1 on {len(test)} test pieces")
+    print("shapes  " + "  ".join(f"k={k:<5d}" for k in ks) + "  choose s  pursue s")
+    for n in sizes:
+        t0 = time.perf_counter()
+        d = covering_dictionary(train, n, PIANO_GRID.steps_per_beat)
+        t1 = time.perf_counter()
+        rows = shape_rows(test, d, ks)
+        t2 = time.perf_counter()
+        print(f"{n:6d}  " + "  ".join(f"{rows[k]['f1']:.4f}" for k in ks) + f"  {t1 - t0:8.0f}  {t2 - t1:8.0f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
