@@ -45,7 +45,7 @@ def gmd_bars():
 _MISSED_AT_START = pytest.StashKey[tuple]()   # (cycles missed as logged, monotonic s) when the run began
 _NOT_JUDGED = pytest.StashKey[list]()         # [(test id, why it was not judged)]
 _WORST = pytest.StashKey[tuple]()             # (share of cycles missed, test id): the most in one test
-_MISSED_IN_TEST = pytest.StashKey[tuple]()    # on an item: (cycles missed, cycles run) during its call
+_MISSED_IN_TEST = pytest.StashKey[tuple]()    # on an item: (cycles missed, cycles run, of them dropped)
 server_missed_cycles = MissedCycles()
 
 
@@ -62,12 +62,14 @@ def _uses_jack(item) -> bool:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
     before, t0 = (server_missed_cycles(), time.monotonic()) if _uses_jack(item) else (None, 0.0)
+    dropped_before = server_missed_cycles.dropped
     yield
     if before is not None:
         after = server_missed_cycles()
         if after is not None:
             cycles = max(1, round((time.monotonic() - t0) * 1e6 / server_missed_cycles.period_us))
-            missed = item.stash[_MISSED_IN_TEST] = (after - before, cycles)
+            missed = (after - before, cycles)
+            item.stash[_MISSED_IN_TEST] = (*missed, server_missed_cycles.dropped - dropped_before)
             item.config.stash[_WORST] = max(item.config.stash[_WORST], (missed[0] / missed[1], item.nodeid))
 
 
@@ -78,7 +80,8 @@ def pytest_runtest_makereport(item, call):
     missed = item.stash.get(_MISSED_IN_TEST, None)
     if call.when != "call" or not report.failed or missed is None:
         return
-    reason = not_judged(*missed, call.excinfo.value if call.excinfo else "?")
+    missed, cycles, dropped = missed
+    reason = not_judged(missed, cycles, call.excinfo.value if call.excinfo else "?", dropped)
     if reason is not None:
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] + 1, reason)
@@ -99,7 +102,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if skipped:
         terminalreporter.write_line(
             f"{len(skipped)} JACK tests failed while the server missed more than {MAX_MISSED_SHARE:.0%} "
-            f"of its cycles, and are reported as skipped (not judged) for it:", red=True)
+            f"of its cycles, or lost an event while it dropped a cycle's, and are reported as skipped "
+            f"(not judged) for it:", red=True)
         for nodeid, reason in skipped:
             terminalreporter.write_line(f"  {nodeid}: {reason}", red=True)
 

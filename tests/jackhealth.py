@@ -28,7 +28,7 @@ def count_missed_cycles(log_text: bytes, period_us: float) -> int:
     """Cycles missed in this stretch of the server's log: one per cycle whose clients were late, and the
     periods a driver late by half a period or more lost."""
     late_us = [int(m.group(1)) for m in _DRIVER_LATE.finditer(log_text)]
-    return log_text.count(_CLIENTS_LATE) + sum(max(1, round(us / period_us)) for us in late_us
+    return count_dropped_cycles(log_text) + sum(max(1, round(us / period_us)) for us in late_us
                                                if us > period_us / 2)
 
 
@@ -36,13 +36,29 @@ class AlwaysJudged(AssertionError):
     """A failure that no server trouble explains (a crash, a hang): never reported as not judged."""
 
 
-def not_judged(missed: int, cycles: int, failure: str | BaseException) -> str | None:
+class EventsLost(AssertionError):
+    """Events sidl sent that a recorder never got, while later ones did (a note-off missing, the All
+    Notes Off after it there): one cycle whose clients were late drops them, so such a failure is
+    not judged once the server logged one while the test ran, whatever the share."""
+
+
+def count_dropped_cycles(log_text: bytes) -> int:
+    """Cycles in this stretch of the log whose late clients' events were dropped."""
+    return log_text.count(_CLIENTS_LATE)
+
+
+def not_judged(missed: int, cycles: int, failure: str | BaseException, dropped: int = 0) -> str | None:
     """Why a failure is not sidl's to answer for (the reason a skip reports), or None when it is.
-    ``failure``: the exception (an ``AlwaysJudged`` one is always sidl's) or its first line."""
+    ``failure``: the exception (an ``AlwaysJudged`` one is always sidl's) or its first line;
+    ``dropped``: cycles among the ``missed`` whose events the server dropped."""
     if isinstance(failure, AlwaysJudged):
         return None
+    lost = isinstance(failure, EventsLost)
     if isinstance(failure, BaseException):
         failure = str(failure).strip().splitlines()[0][:160] if str(failure).strip() else type(failure).__name__
+    if lost and dropped > 0:
+        return (f"not judged: an event went missing while the JACK server dropped the events of {dropped} "
+                f"cycle{'s' * (dropped > 1)} (late clients) during this test (failure: {failure})")
     share = missed / max(cycles, 1)
     if share <= MAX_MISSED_SHARE:
         return None
@@ -55,6 +71,7 @@ class MissedCycles:
 
     def __init__(self, log: Path = JACKD_LOG):
         self.log, self.offset, self.count = log, 0, 0
+        self.dropped = 0                              # of ``count``: cycles whose events were dropped
         self.period_us: float | None = None
 
     def __call__(self) -> int | None:
@@ -69,6 +86,7 @@ class MissedCycles:
         if self.period_us is None:
             self.period_us = _period_us()
         self.count += count_missed_cycles(text, self.period_us)
+        self.dropped += count_dropped_cycles(text)
         return self.count
 
 

@@ -1,5 +1,5 @@
 """The live tests' judge of a JACK server's health, on lines as jackd 1.9.21 writes them."""
-from jackhealth import MAX_MISSED_SHARE, AlwaysJudged, MissedCycles, count_missed_cycles, not_judged
+from jackhealth import MAX_MISSED_SHARE, AlwaysJudged, EventsLost, MissedCycles, count_missed_cycles, not_judged
 
 PERIOD_US = 1e6 * 64 / 48000          # 1333 us
 LOG = b"""JACK server starting in realtime mode with priority 10
@@ -33,14 +33,22 @@ def test_a_crash_or_hang_is_judged_however_many_cycles_were_missed():
     assert not_judged(10_000, 10_000, AlwaysJudged("session 3: crashed")) is None
 
 
+def test_a_lost_event_is_excused_by_one_dropped_cycle_and_by_nothing_else():
+    lost = EventsLost("note-offs of {(9, 36): 1} did not arrive")
+    assert not_judged(1, 10_000, lost, dropped=0) is None          # a late driver drops no events
+    reason = not_judged(1, 10_000, lost, dropped=1)
+    assert reason.startswith("not judged: an event went missing while the JACK server dropped the events of 1 cycle ")
+    assert not_judged(1, 10_000, AssertionError("3 notes late"), dropped=1) is None
+
+
 def test_the_log_is_read_on_from_where_it_stopped_in_whole_lines(tmp_path):
     log = tmp_path / "jackd.log"
     count = MissedCycles(log)
     assert count() is None                                   # no log: nothing to judge by
     log.write_bytes(LOG + b"JackAudioDriver::ProcessGraph")  # a line still being written
     count.period_us = PERIOD_US
-    assert count() == 2
+    assert count() == 2 and count.dropped == 1
     with open(log, "ab") as f:
         f.write(b"AsyncMaster: Process error\nJackTimedDriver::Process XRun = 5000 usec\n")
-    assert count() == 7                                   # 5 ms late: 4 periods
+    assert count() == 7 and count.dropped == 2            # 5 ms late: 4 periods
     assert count() == 7

@@ -34,6 +34,7 @@ from .clock import Timeline
 SPIN_S = 0.001            # sleep until this long before an event, then spin: timed waits overshoot
 RT_PRIORITY = 1           # the lowest real-time slot: above ordinary threads, below JACK (10) and its clients
 LATE_RING = 4096          # recent send lateness values kept for the status line and the benchmark
+RESILENCE_S = 0.01        # close sends All Notes Off again this much later (a few JACK periods)
 
 
 class Output(Protocol):
@@ -250,16 +251,28 @@ class Scheduler:
         """Stop the thread and always silence what is sounding.
 
         Silence first, then wait for the thread: an interrupt during the wait (a second Ctrl-C)
-        then leaves nothing sounding. The second panic covers a send that was in flight.
+        then leaves nothing sounding. The second panic covers a send that was in flight. All Notes
+        Off goes out once more a few periods later: a JACK client that misses a cycle (a loaded box)
+        loses that cycle's events, and the last silencing must not hang on one cycle.
         Once this returns the thread never sends again, even if the join timed out (it checks
         ``_closed`` under the lock before each send), so the caller may delete the port."""
         with self._cond:
             self._closed = True
             self._cond.notify()
+            used = np.nonzero(self.tracker.used)[0]
         self.panic()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
         self.panic()
+        time.sleep(max(RESILENCE_S, 4 * self.latency_s) if len(used) else 0.0)
+        with self._cond:
+            for ch in used:
+                try:
+                    self.output.send(mido.Message("control_change", channel=int(ch), control=ALL_NOTES_OFF_CC,
+                                                  value=0))
+                except Exception as e:
+                    self.error = self.error or e
+                    break
 
     @property
     def pending(self) -> int:
