@@ -79,6 +79,45 @@ def test_krumhansl_on_scales_and_on_pop909_songs():
         assert keys.key_scores(ref, est21)["weighted_score"] >= 0.6, (ref, est21)
 
 
+def test_a_key_profile_learned_in_two_keys_finds_all_twenty_four_on_pop909():
+    """KeyRelative shares one profile per mode across tonics: trained on 60 real songs each turned to
+    C major or C minor, it names the keys of 40 other songs as they are (mostly not C)."""
+    from sidl.realtime.codec.spec import PIANO_GRID
+    from sidl.training.analysis.features import pitch_class_features
+    from sidl.training.pop909 import pop909_corpus
+    pieces = pop909_corpus(None, PIANO_GRID, songs=[f"{i:03d}" for i in range(1, 101)])
+    ref = [lab.longest_key(DATA / "pop909" / "POP909" / p.labels["song_id"] / "key_audio.txt") for p in pieces]
+    f = np.stack([pitch_class_features(p.x, p.codec) for p in pieces])
+    train = range(60)
+    turned = np.stack([np.roll(f[i], -lab.parse_key(ref[i])[0], axis=1) for i in train])
+    as_c = [lab.key_name(0, lab.parse_key(ref[i])[1]) for i in train]
+    model = keys.KeyRelative(modes=2).fit(turned, as_c, list(train))
+    test = list(range(60, len(pieces)))
+    est = model.predict(f[test])
+    truth = [ref[i] for i in test]
+    assert sum(not k.startswith("C ") for k in truth) >= 30
+    assert keys.key_scores(truth, list(est))["weighted_score"] >= 0.8, list(zip(truth, est))
+
+
+def test_a_transposed_piece_moves_its_shapes_code_by_the_same_interval(tmp_path):
+    """The shapes code is shift-invariant in pitch: two semitones up, each shape sits two pitch
+    classes higher (what the key profile reads)."""
+    from sidl.realtime.preset import load_preset
+    from sidl.training.analysis.features import code_by_pitch_class, encode_piece, piece_steps
+    from sidl.training.pop909 import pop909_corpus
+    preset = load_preset("piano-pop909")
+    (p,) = pop909_corpus(None, preset.codec, songs=["003"])
+    x = piece_steps(preset, p.x, 16)
+    n = preset.codec.n_voices
+    up = np.zeros_like(x)
+    for block in range(x.shape[1] // n):                     # onsets, velocities, holds: each by key
+        up[:, block * n + 2: (block + 1) * n] = x[:, block * n: (block + 1) * n - 2]
+    assert not x[:, [n - 2, n - 1]].any()                    # nothing falls off the top
+    a, b = (code_by_pitch_class(encode_piece(preset, v, max_bars=16), preset.n_atoms) for v in (x, up))
+    moved = np.roll(a, 2, axis=1)
+    assert float((moved * b).sum() / np.sqrt((moved ** 2).sum() * (b ** 2).sum())) > 0.98
+
+
 def test_meter_from_prior_and_autocorrelation_on_gmd():
     """4/4 GMD beats: both label-free answers prefer 4 beats to 3 on most pieces."""
     from sidl.realtime.preset import load_preset

@@ -6,6 +6,8 @@ val (positions, k), one code position per atom length (a beat for the shipped pr
 
     mean_code              (n_atoms,)              mean amplitude of each atom per code position
     mean_code_by_position  (n_atoms * P,)          the same, apart for each of the P positions of a bar
+    code_by_pitch_class    (n_atoms, 12)           a shapes code's |amplitude| per shape and pitch class it sits on
+    pitch_class_features   (2, 12)                 onset and duration pitch-class histograms (what key statistics know)
     piano_statistics       (12 + 1 + 12,)          pitch-class histogram, onsets per beat, interval histogram
     drum_statistics        (n_classes * steps_per_bar,)  hits per bar of each class at each step of a 4/4 bar
 """
@@ -53,6 +55,15 @@ def key_profile(c: Codes) -> np.ndarray | None:
     if c.pitch_class is None:
         return None
     out = np.bincount(c.pitch_class.ravel(), weights=np.abs(c.val).ravel(), minlength=12)
+    return (out / max(out.sum(), 1e-12)).astype(np.float32)
+
+
+def code_by_pitch_class(c: Codes, n_atoms: int) -> np.ndarray:
+    """(n_atoms, 12) float32, sums to 1: how much of the code each shape carries at each pitch class
+    of its lowest key (shapes presets; what ``key.KeyRelative`` reads key from)."""
+    out = np.zeros((n_atoms, 12), np.float64)
+    if c.pitch_class is not None:
+        np.add.at(out, (c.idx.ravel(), c.pitch_class.ravel()), np.abs(c.val).ravel())
     return (out / max(out.sum(), 1e-12)).astype(np.float32)
 
 
@@ -130,6 +141,12 @@ def pitch_class_histogram(x: np.ndarray, codec, weight: str = "onsets") -> np.nd
         grid = grid | (x[:, 2 * n:3 * n] > 0.5)
     per_key = grid.sum(axis=0).astype(np.float64)
     return np.bincount((np.arange(n) + LOWEST_KEY) % 12, weights=per_key, minlength=12)
+
+
+def pitch_class_features(x: np.ndarray, codec) -> np.ndarray:
+    """(2, 12) float32: onset and duration-weighted pitch-class histograms, each summing to 1."""
+    rows = [pitch_class_histogram(x, codec, w) for w in ("onsets", "duration")]
+    return np.stack([r / max(r.sum(), 1e-12) for r in rows]).astype(np.float32)
 
 
 def statistics(x: np.ndarray, codec) -> np.ndarray:

@@ -24,6 +24,8 @@ class Encoded:
     codes: np.ndarray          # (pieces, features) mean code (per atom, or per atom x position)
     stats: np.ndarray          # (pieces, features) the statistics baseline
     pc_hist: np.ndarray        # (pieces, 12) duration-weighted pitch classes (piano; zeros for drums)
+    code_keys: np.ndarray      # (pieces, atoms, 12) the code by shape and pitch class (shapes presets)
+    stat_keys: np.ndarray      # (pieces, 2, 12) onset and duration pitch-class histograms (piano)
     envelope: list             # per piece (steps,) onsets per step
     top_atom: list             # per piece (positions,) the one-atom code
     positions: np.ndarray      # (pieces,) the piece's own bar length in code positions
@@ -64,7 +66,8 @@ _PIECE_ROWS: dict = {}
 
 def piece_rows(preset, p, max_bars: int = features.MAX_BARS) -> tuple:
     """One piece's (mean code, mean code by position, statistics, pitch classes, envelope, top atoms,
-    encode seconds, steps), computed once per preset, piece and length in a process."""
+    encode seconds, steps, code by pitch class, pitch-class features), computed once per preset,
+    piece and length in a process."""
     key = (id(preset), p.name, max_bars)
     if key not in _PIECE_ROWS:
         codec = preset.codec
@@ -80,7 +83,10 @@ def piece_rows(preset, p, max_bars: int = features.MAX_BARS) -> tuple:
                                                                            preset.usage.shape[1]), *extra]),
                             features.statistics(x, codec),
                             np.zeros(12) if codec.spec.drum_feel else features.pitch_class_histogram(x, codec, "duration"),
-                            meters.onset_envelope(x, codec.n_voices), c.top_atom, seconds, len(x))
+                            meters.onset_envelope(x, codec.n_voices), c.top_atom, seconds, len(x),
+                            features.code_by_pitch_class(c, preset.n_atoms),
+                            np.zeros((2, 12), np.float32) if codec.spec.drum_feel
+                            else features.pitch_class_features(x, codec))
     return _PIECE_ROWS[key]
 
 
@@ -91,7 +97,8 @@ def encode_labelled(lab, preset, by_position: bool, quick: bool = False) -> Enco
     positions = [p.codec.steps_per_bar // preset.stride if p.codec.steps_per_bar % preset.stride == 0 else 0
                  for p in lab.pieces]
     return Encoded(lab, np.stack([r[1] if by_position else r[0] for r in rows]), np.stack([r[2] for r in rows]),
-                   np.stack([r[3] for r in rows]), [r[4] for r in rows], [r[5] for r in rows], np.array(positions),
+                   np.stack([r[3] for r in rows]), np.stack([r[8] for r in rows]), np.stack([r[9] for r in rows]),
+                   [r[4] for r in rows], [r[5] for r in rows], np.array(positions),
                    sum(r[6] for r in rows), sum(r[7] for r in rows) // (4 * preset.codec.steps_per_beat))
 
 
@@ -121,6 +128,22 @@ def run_probe(data: str, label: str, preset, labels_csv=None, quick: bool = Fals
                    "majority": cv.majority_predict(y, folds),
                    "statistics": cv.cross_val_predict(enc.stats, y, folds, seed)}
     notes = []
+    n_features = {"codes": int(enc.codes.shape[1]), "statistics": int(enc.stats.shape[1])}
+    if label == "key" and not preset.codec.spec.drum_feel and all(parse_key(c) for c in classes):
+        # Keys are one profile at twelve tonics: the codes' answer and the statistics' are each a
+        # key-relative profile learned on the training folds (KeyRelative); the per-class linear
+        # classifier on the same features stays as a baseline.
+        modes = 1 + any(parse_key(c)[1] for c in classes)
+        if getattr(preset, "shapes", False):          # (other codes do not say where a shape sits)
+            predictions["codes_linear"] = predictions["codes"]
+            predictions["codes"] = keys.cross_val_key(enc.code_keys, y, groups, folds, modes)
+            n_features["codes"] = int(np.prod(enc.code_keys.shape[1:]))
+        predictions["statistics_linear"] = predictions["statistics"]
+        predictions["statistics"] = keys.cross_val_key(enc.stat_keys, y, groups, folds, modes)
+        n_features["statistics"] = int(np.prod(enc.stat_keys.shape[1:]))
+        notes.append("codes and statistics: a key profile learned on the training folds, one weight vector per "
+                     "mode over the features seen from each candidate tonic (key.KeyRelative); *_linear: a "
+                     "per-class linear classifier on the same rows as other labels use")
     if label == "key" and not preset.codec.spec.drum_feel:
         as_label = keys.relative_major if data == "asap" else (lambda k: k)
         predictions["krumhansl"] = np.array([as_label(keys.krumhansl_key(h)) for h in enc.pc_hist])
@@ -144,7 +167,7 @@ def run_probe(data: str, label: str, preset, labels_csv=None, quick: bool = Fals
         return s
     result = {"label": label, "corpus": data, "preset": preset.name, "pieces": len(y),
               "groups": len(set(lab.groups)), "classes": classes, "folds": len(folds),
-              "features": {"codes": int(enc.codes.shape[1]), "statistics": int(enc.stats.shape[1])},
+              "features": n_features,
               **scored(predictions["codes"]),
               "baselines": {"chance": {**cv.chance_scores(classes)}}}
     if label == "key" and "weighted_score" in result:

@@ -69,7 +69,8 @@ def probe_table(r: dict) -> list[str]:
     def row(name, s):
         extra = f" {_f(s.get('weighted_score'))} | {_f(s.get('weighted_score_symmetric'))} |" if key else ""
         return f"| {name} | {_f(s['accuracy'])} | {_f(s['balanced_accuracy'])} |{extra}"
-    rows.append(row("**sidl codes + linear classifier**", r))
+    learned_key = "codes_linear" in r["baselines"]          # (key: a key profile, see key.KeyRelative)
+    rows.append(row(f"**sidl codes + {'key profile' if learned_key else 'linear classifier'}**", r))
     rows += [row(n, s) for n, s in r["baselines"].items()]
     return rows
 
@@ -92,7 +93,13 @@ def probe_verdicts(r: dict) -> list[str]:
         if r["corpus"] == "pop909":
             line += " and >= 0.90"
         met = w >= ks and (r["corpus"] != "pop909" or w >= 0.90)
-        out.append(line + (". Met." if met else f". **Not met**: the codes score {w:.3f}."))
+        out.append(line + (f". Met ({w:.3f})." if met else f". **Not met**: the codes score {w:.3f}."))
+        if "codes_linear" in base:
+            sw = base["statistics"]["weighted_score"]
+            out.append(f"Codes and statistics are read by the same learned key profile (one per mode, shared by "
+                       f"the twelve tonics); on pitch-class histograms it scores {sw:.3f}"
+                       + (", so the codes know less about key than the notes' pitch classes do." if w < sw else ".")
+                       + f" A per-class linear classifier on the codes scores {base['codes_linear']['weighted_score']:.3f}.")
         if "music21_aarden" in base:
             out.append(f"music21's Aarden-Essen finder scores {base['music21_aarden']['weighted_score']:.3f}.")
     if r["label"] == "meter":
