@@ -84,8 +84,10 @@ def probe_verdicts(r: dict) -> list[str]:
         out.append(f"Target: composer accuracy >= 0.74 and >= statistics + 0.10 ({stats + 0.10:.3f}). "
                    + ("Met." if acc >= 0.74 and acc >= stats + 0.10 else
                       f"**Not met**: the codes reach {acc:.3f}"
-                      + (f", and composers do not separate better than a pitch-class histogram "
-                         f"(statistics {stats:.3f})" if acc < stats + 0.10 else "") + "."))
+                      + ((f", and composers do not separate better than a pitch-class histogram "
+                          f"(statistics {stats:.3f})" if acc <= stats else
+                          f", {acc - stats:.3f} above a pitch-class histogram (statistics {stats:.3f}), "
+                          f"not 0.10") if acc < stats + 0.10 else "") + "."))
     if r["label"] == "key" and "krumhansl" in base:
         ks = base["krumhansl"]["weighted_score"]
         w = r["weighted_score"]
