@@ -33,11 +33,17 @@ def test_a_crash_or_hang_is_judged_however_many_cycles_were_missed():
     assert not_judged(10_000, 10_000, AlwaysJudged("session 3: crashed")) is None
 
 
+def test_only_our_own_late_clients_count_as_dropping_our_events():
+    from jackhealth import count_ours_late
+    assert count_ours_late(LOG) == 2
+    assert count_ours_late(b"JackEngine::XRun: client = jack_midi_clock was not finished, state = Triggered\n") == 0
+
+
 def test_a_lost_event_is_excused_by_one_dropped_cycle_and_by_nothing_else():
     lost = EventsLost("note-offs of {(9, 36): 1} did not arrive")
     assert not_judged(1, 10_000, lost, dropped=0) is None          # a late driver drops no events
     reason = not_judged(1, 10_000, lost, dropped=1)
-    assert reason.startswith("not judged: an event went missing while the JACK server dropped the events of 1 cycle ")
+    assert reason.startswith("not judged: an event went missing while our JACK clients were late for 1 cycle ")
     assert not_judged(1, 10_000, AssertionError("3 notes late"), dropped=1) is None
 
 
@@ -47,8 +53,8 @@ def test_the_log_is_read_on_from_where_it_stopped_in_whole_lines(tmp_path):
     assert count() is None                                   # no log: nothing to judge by
     log.write_bytes(LOG + b"JackAudioDriver::ProcessGraph")  # a line still being written
     count.period_us = PERIOD_US
-    assert count() == 2 and count.dropped == 1
+    assert count() == 2 and count.dropped == 2            # sidl-in and sidl-out were late
     with open(log, "ab") as f:
         f.write(b"AsyncMaster: Process error\nJackTimedDriver::Process XRun = 5000 usec\n")
-    assert count() == 7 and count.dropped == 2            # 5 ms late: 4 periods
+    assert count() == 7 and count.dropped == 2            # 5 ms late: 4 periods; no client named
     assert count() == 7

@@ -88,36 +88,40 @@ def clock_track(t0, bpm, n_ticks, start=True):
     return times, msgs
 
 
-def sounding_of(recorded, all_notes_off=False) -> dict:
-    """{(channel, note): note-ons without their note-off} of a recording (empty: nothing left sounding);
-    ``all_notes_off``: as a General MIDI receiver hears it, CC 123 / 120 ends its channel's notes."""
-    balance = {}
+def sounding_of(recorded, all_notes_off=False) -> set:
+    """{(channel, note)} left sounding by a recording, as a receiver reads it: a key's last
+    note-on or note-off decides (sidl's JACK output repeats note-offs, and a recorder connected
+    mid-run sees note-offs without their note-ons); with ``all_notes_off`` CC 123 / 120 also ends
+    every note of its channel, as a General MIDI receiver hears it."""
+    on = set()
     for _, d in recorded:
         kind, ch = d[0] & 0xF0, d[0] & 0x0F
         if kind == 0x90 and d[2] > 0:
-            balance[ch, d[1]] = balance.get((ch, d[1]), 0) + 1
+            on.add((ch, d[1]))
         elif kind == 0x80 or kind == 0x90:
-            balance[ch, d[1]] = balance.get((ch, d[1]), 0) - 1
+            on.discard((ch, d[1]))
         elif kind == 0xB0 and all_notes_off and d[1] in (120, 123):
-            balance = {k: v for k, v in balance.items() if k[0] != ch}
-    return {k: v for k, v in balance.items() if v > 0}
+            on = {k for k in on if k[0] != ch}
+    return on
 
 
 def notes_of(recorded):
-    """[(t, note, velocity)] of note-ons, and whether nothing is left sounding (see assert_silent)."""
+    """[(t, note, velocity)] of note-ons, and whether a receiver hears nothing left sounding (All
+    Notes Off counts; each test ends with ``every_note_off`` for the note-offs themselves)."""
     ons = [(t, d[1], d[2]) for t, d in recorded if d[0] & 0xF0 == 0x90 and d[2] > 0]
-    return ons, assert_silent(recorded)
+    return ons, not sounding_of(recorded, all_notes_off=True)
 
 
-def assert_silent(recorded) -> bool:
-    """True when every note-on got its note-off. A recording a receiver would hear as silent (All
-    Notes Off came) but with a note-off missing raises ``EventsLost``: sidl's tracker sends a note-off
-    for every note-on it sent, so the one missing was lost on the way, which a JACK cycle a client
-    missed does (the test is then judged by the server's log; see jackhealth)."""
-    strict = sounding_of(recorded)
-    if strict and not sounding_of(recorded, all_notes_off=True):
-        raise EventsLost(f"note-offs of {strict} did not arrive, the All Notes Off after them did")
-    return not strict
+def every_note_off(*recordings) -> None:
+    """Every note-on got its own note-off (a receiver that ignores All Notes Off hears silence).
+    Called last in a test: with All Notes Off heard (``notes_of``) a note-off missing was lost on
+    the way (sidl's tracker sends one for every note-on it sent), which a JACK cycle a client
+    missed does, so it raises ``EventsLost``, judged by the server's log (see jackhealth)."""
+    for rec in recordings:
+        left = sounding_of(rec)
+        if left:
+            raise EventsLost(f"note-offs of {sorted(left)} did not arrive, the All Notes Off after them did; "
+                             f"last received {rec[-6:]}")
 
 
 def play_notes(client, notes, start, q_s):
@@ -163,6 +167,7 @@ def test_synced_echo_lands_real_bars_on_the_grid_and_stop_silences(jack_server, 
     # What came back is what was played, a bar later (the stand-in keeps the 4 loudest per beat).
     echoed = {(int(s), n) for s, (_, n, _) in zip(k, ons)}      # (step since song start, GM note)
     assert echoed <= set(played)
+    every_note_off(rec)
 
 
 def test_tempo_change_is_followed_within_a_beat_and_lost_clock_silences(jack_server, drums):
@@ -191,6 +196,7 @@ def test_tempo_change_is_followed_within_a_beat_and_lost_clock_silences(jack_ser
     assert len(after) > 10
     assert np.percentile(np.abs(err_fast), 95) < GRID_TOL_S
     assert np.percentile(np.abs(err_slow), 95) < GRID_TOL_S
+    every_note_off(rec)
 
 
 def test_a_garbage_stream_is_ignored_while_the_clock_is_followed(jack_server, drums):
@@ -224,6 +230,7 @@ def test_a_garbage_stream_is_ignored_while_the_clock_is_followed(jack_server, dr
     # quiet runs are within 0.2 ms; the phase is the synced-echo test's claim, without garbage.
     assert len(err) > 20 and np.percentile(np.abs(err - np.median(err)), 95) < GRID_TOL_S
     assert abs(np.median(err)) < 5 * GRID_TOL_S
+    every_note_off(rec)
 
 
 def test_simplify_plays_fewer_notes_keeping_the_strongest(jack_server, piano):
@@ -249,6 +256,7 @@ def test_simplify_plays_fewer_notes_keeping_the_strongest(jack_server, piano):
         loudest = sorted(played.velocity.tolist())[-keep]
         assert all(v >= loudest for _, v in got)       # the strongest notes, their velocities kept
         assert all((p, v) in set(zip(played.pitch.tolist(), played.velocity.tolist())) for p, v in got)
+    every_note_off(rec)
 
 
 def test_beat_latency_simplify_answers_each_played_beat_on_the_next(jack_server):
@@ -278,6 +286,7 @@ def test_beat_latency_simplify_answers_each_played_beat_on_the_next(jack_server)
         answered += len(out & before)
         assert len(out) <= max(len(before), 1) + 2     # simplified: about two atoms' notes
     assert answered >= 0.7 * len(ons)                  # what it plays was played in the beat before
+    every_note_off(rec)
 
 
 def _wait_for(pred, timeout):
@@ -366,7 +375,9 @@ def test_sigterm_leaves_nothing_sounding_with_existing_ports(jack_server):
     f = np.concatenate([ticks[r] - ticks[r].mean() for r in runs])
     assert float(k @ f / (k @ k)) == pytest.approx(nominal, rel=1e-3)
     # The dump (from its connection on) saw the same: every note-on, its note-off.
-    assert sum(d[0] & 0xF0 == 0x90 and d[2] > 0 for _, d in dumped_notes) > 4 and assert_silent(dumped_notes)
+    assert sum(d[0] & 0xF0 == 0x90 and d[2] > 0 for _, d in dumped_notes) > 4
+    assert not sounding_of(dumped_notes, all_notes_off=True), sounding_of(dumped_notes, all_notes_off=True)
+    every_note_off(rec, dumped_notes)
 
 
 def test_a_disappearing_port_stops_and_silences(jack_server):
@@ -447,6 +458,7 @@ def test_follows_a_real_jack_midi_clock_client(jack_server):
     ioi = np.diff(t)
     err = ioi - np.round(ioi / step_s) * step_s       # every onset on the clock's 16th grid
     assert np.all(np.round(ioi / step_s) >= 1) and np.percentile(np.abs(err), 90) < GRID_TOL_S
+    every_note_off(got)
 
 
 @pytest.mark.parametrize("args, says", [
@@ -487,6 +499,7 @@ def test_the_shipped_drum_preset_plays_on_the_grid_and_stops_clean(jack_server):
     ioi = np.diff(t)
     err = ioi - np.round(ioi / step_s) * step_s
     assert np.percentile(np.abs(err), 90) < GRID_TOL_S
+    every_note_off(got)
 
 
 def test_program_change_switches_between_shipped_presets_without_stuck_notes(jack_server):
@@ -525,6 +538,7 @@ def test_program_change_switches_between_shipped_presets_without_stuck_notes(jac
     assert d_ons and d_balanced and max(t for t, _, _ in d_ons) < t_switch + 0.01
     assert p_ons and p_balanced and min(t for t, _, _ in p_ons) > t_switch
     assert {n for _, n, _ in p_ons} <= set(chord)      # the played chord, simplified: nothing invented
+    every_note_off(drums, piano)
 
 
 def test_the_benchmark_prints_every_row(jack_server):

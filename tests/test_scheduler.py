@@ -142,6 +142,21 @@ def test_thread_sends_on_time_and_close_silences():
     assert s.tracker.sounding() == 0
 
 
+def test_close_says_all_notes_off_again_where_a_panic_silenced_a_moment_later():
+    """A Stop's panic just before exit leaves nothing for close's own panic: the repeat still comes,
+    a few periods after, so one dropped cycle cannot swallow the only All Notes Off."""
+    out = RecordingOutput()
+    s = Scheduler(out)
+    s.submit(Batch.build([0.0], [np.nan], [on(36)]))
+    s.send_due(time.perf_counter())
+    s.panic()
+    t_panic = time.perf_counter()
+    s.close()
+    repeats = [(t, m) for t, m in out.sent if m.type == "control_change" and m.control == 123 and t > t_panic]
+    assert [m.channel for _, m in repeats] == [9]
+    assert repeats[0][0] - t_panic >= 0.009
+
+
 def test_output_failure_stops_the_thread_and_is_reported():
     class Broken:
         def send(self, msg):

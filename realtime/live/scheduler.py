@@ -34,7 +34,7 @@ from .clock import Timeline
 SPIN_S = 0.001            # sleep until this long before an event, then spin: timed waits overshoot
 RT_PRIORITY = 1           # the lowest real-time slot: above ordinary threads, below JACK (10) and its clients
 LATE_RING = 4096          # recent send lateness values kept for the status line and the benchmark
-RESILENCE_S = 0.01        # close sends All Notes Off again this much later (a few JACK periods)
+RESILENCE_S = 0.01        # close sends All Notes Off again at least this much (and 3 periods) later
 
 
 class Output(Protocol):
@@ -175,6 +175,7 @@ class Scheduler:
         self.latency_s = latency_s
         self._send_at = getattr(output, "send_at", None)
         self.tracker = NoteTracker()
+        self._silenced = np.zeros(16, bool)      # channels a panic silenced (close repeats it there)
         self.error: Exception | None = None     # set if the output failed; the thread then stops
         self.lateness = np.full(LATE_RING, np.nan)  # seconds each message went out after its time
         self._n_sent = 0
@@ -236,6 +237,7 @@ class Scheduler:
                     self.error = self.error or e
                     break
             self.tracker.clear()
+            self._silenced |= self.tracker.used   # (close says All Notes Off there once more)
             self.tracker.used[:] = False        # silenced: a second panic has nothing to say
 
     def send_now(self, msg: mido.Message) -> None:
@@ -259,14 +261,18 @@ class Scheduler:
         with self._cond:
             self._closed = True
             self._cond.notify()
-            used = np.nonzero(self.tracker.used)[0]
         self.panic()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
         self.panic()
-        time.sleep(max(RESILENCE_S, 4 * self.latency_s) if len(used) else 0.0)
         with self._cond:
-            for ch in used:
+            again = np.nonzero(self._silenced)[0]
+            self._silenced[:] = False
+        # (rtmidi's JACK latency is half a period; the frame-accurate output says its period)
+        period_s = getattr(self.output, "period_s", 2 * self.latency_s)
+        time.sleep(max(RESILENCE_S, 3 * period_s) if len(again) else 0.0)
+        with self._cond:
+            for ch in again:
                 try:
                     self.output.send(mido.Message("control_change", channel=int(ch), control=ALL_NOTES_OFF_CC,
                                                   value=0))

@@ -141,7 +141,8 @@ def run_probe(data: str, label: str, preset, labels_csv=None, quick: bool = Fals
         predictions["statistics_linear"] = predictions["statistics"]
         predictions["statistics"] = keys.cross_val_key(enc.stat_keys, y, groups, folds, modes)
         n_features["statistics"] = int(np.prod(enc.stat_keys.shape[1:]))
-        notes.append("codes and statistics: a key profile learned on the training folds, one weight vector per "
+        who = "codes and statistics" if "codes_linear" in predictions else "statistics (these codes do not say where a shape sits)"
+        notes.append(f"{who}: a key profile learned on the training folds, one weight vector per "
                      "mode over the features seen from each candidate tonic (key.KeyRelative); *_linear: a "
                      "per-class linear classifier on the same rows as other labels use")
     if label == "key" and not preset.codec.spec.drum_feel:
