@@ -149,6 +149,10 @@ class NoteTracker:
         self.counts[:] = 0
 
 
+def _all_notes_off(channels) -> list[mido.Message]:
+    return [mido.Message("control_change", channel=int(ch), control=ALL_NOTES_OFF_CC, value=0) for ch in channels]
+
+
 def _try_realtime_priority() -> bool:
     """Ask for a real-time (FIFO) slot for the calling thread, as audio threads do: on a busy machine
     an ordinary thread can wake a millisecond or more after its timer. Fine to be refused."""
@@ -228,14 +232,7 @@ class Scheduler:
             p = self._remaining()
             self._set_pending(p.select(p.ties == TIE_REALTIME))
             msgs = self.tracker.note_offs()
-            msgs += [mido.Message("control_change", channel=int(ch), control=ALL_NOTES_OFF_CC, value=0)
-                     for ch in np.nonzero(self.tracker.used)[0]]
-            for msg in msgs:
-                try:
-                    self.output.send(msg)
-                except Exception as e:          # a vanished port: nothing left to silence there
-                    self.error = self.error or e
-                    break
+            self._send_all(msgs + _all_notes_off(np.nonzero(self.tracker.used)[0]))
             self.tracker.clear()
             self._silenced |= self.tracker.used   # (close says All Notes Off there once more)
             self.tracker.used[:] = False        # silenced: a second panic has nothing to say
@@ -272,13 +269,17 @@ class Scheduler:
         period_s = getattr(self.output, "period_s", 2 * self.latency_s)
         time.sleep(max(RESILENCE_S, 3 * period_s) if len(again) else 0.0)
         with self._cond:
-            for ch in again:
-                try:
-                    self.output.send(mido.Message("control_change", channel=int(ch), control=ALL_NOTES_OFF_CC,
-                                                  value=0))
-                except Exception as e:
-                    self.error = self.error or e
-                    break
+            self._send_all(_all_notes_off(again))
+
+    def _send_all(self, msgs: list) -> None:
+        """Send at once, in order (the caller holds the lock); a vanished port ends it: nothing left
+        to silence there."""
+        for msg in msgs:
+            try:
+                self.output.send(msg)
+            except Exception as e:
+                self.error = self.error or e
+                break
 
     @property
     def pending(self) -> int:

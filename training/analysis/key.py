@@ -99,8 +99,8 @@ class KeyRelative:
     cross-validation on the training pieces alone. ``modes`` 1: major keys only (ASAP's signatures).
     """
 
-    def __init__(self, modes: int = 2, c_grid=KEY_C_GRID, seed: int = 0):
-        self.modes, self.c_grid, self.seed = modes, tuple(c_grid), seed
+    def __init__(self, modes: int = 2, c_grid=KEY_C_GRID):
+        self.modes, self.c_grid = modes, tuple(c_grid)
 
     @staticmethod
     def rotations(f: np.ndarray) -> np.ndarray:
