@@ -1,5 +1,6 @@
 """The live tests' judge of a JACK server's health, on lines as jackd 1.9.21 writes them."""
-from jackhealth import MAX_MISSED_SHARE, AlwaysJudged, EventsLost, MissedCycles, count_missed_cycles, not_judged
+from jackhealth import (MAX_MISSED_SHARE, AlwaysJudged, EventsLost, MissedCycles, TimelineMoved, count_missed_cycles,
+                        not_judged)
 
 PERIOD_US = 1e6 * 64 / 48000          # 1333 us
 LOG = b"""JACK server starting in realtime mode with priority 10
@@ -45,6 +46,11 @@ def test_a_lost_event_is_excused_by_one_dropped_cycle_and_by_nothing_else():
     reason = not_judged(1, 10_000, lost, dropped=1)
     assert reason.startswith("not judged: an event went missing while our JACK clients were late for 1 cycle ")
     assert not_judged(1, 10_000, AssertionError("3 notes late"), dropped=1) is None
+
+
+def test_too_little_left_after_server_restarts_is_not_judged_whatever_the_share():
+    moved = TimelineMoved("the JACK server restarted its timeline under 200 of sidl's ticks and notes")
+    assert not_judged(0, 10_000, moved).startswith("not judged: the JACK server restarted its timeline")
 
 
 def test_the_log_is_read_on_from_where_it_stopped_in_whole_lines(tmp_path):

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jackhealth import TimelineMoved
 from sidl.realtime.live.clock import Timeline
 from sidl.realtime.live.link import LinkClock, host_offset, same_map, song_origin
-from sidl.realtime.live.linkpeer import Peer, grid_error, run_link_session
+from sidl.realtime.live.linkpeer import SETTLE_S, Peer, grid_error, run_link_session
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID_TOL_S = 0.004        # as tests/test_live_jack.py: two JACK hops on a busy 2-core box; bench has p99
@@ -114,12 +115,19 @@ def test_a_tempo_cc_proposes_the_tempo_to_the_session_and_the_peer_follows(drums
 @pytest.mark.slow
 def test_sidl_live_link_plays_on_the_peers_bars_follows_its_tempo_and_stops(jack_server):
     # (From a fresh clone it once ended with 2 notes sounding, the recorder 54 xruns behind: cycles
-    # the JACK graph lost, which the JACK output's note-off resend now covers.)
+    # the JACK graph lost, which the JACK output's note-off resend now covers. CI once found notes
+    # 1.1-4.3 ms early: the recorder then stamped through a frame clock of its own, started before
+    # a server restart that sidl's, started after it, never saw; it now stamps the server's timeline.)
     """The real ``sidl-live --link --preset drums-gmd --send-clock --quantize`` (~12 s): its first
     bar is the session's first, every bar line its MIDI clock marks and every note sits on the
     peer's grid, a tempo change mid-bar is followed within a beat, and the session's Stop silences
-    and sends MIDI Stop (a DAW following sidl's clock stops with the session)."""
+    and sends MIDI Stop (a DAW following sidl's clock stops with the session). Ticks and notes
+    within SETTLE_S of the dummy server restarting its timeline are left out (``settling``)."""
     m, log = run_link_session("drums-gmd")
+    if len(m.note_error_s) < 40:
+        raise TimelineMoved(f"the JACK server restarted its timeline under {m.settling} of sidl's ticks and "
+                            f"notes (its frame clock follows within {SETTLE_S:.1f} s): {len(m.note_error_s)} "
+                            f"notes left to judge, of 88")
     assert "Link session: 1 other peer" in log, log
     assert m.session_bpm == pytest.approx(180.0, abs=0.01)        # sidl (--bpm 100) adopted the band's tempo
     assert m.start_bar == 0 and abs(m.start_error_s) < GRID_TOL_S, (m.start_bar, m.start_error_s, log)

@@ -435,22 +435,27 @@ def link_timing(preset: str, runs: int, periods: list[int], json_path: str | Non
                          "start_ms": m.start_error_s * 1e3, "follow_ms": m.follow_s * 1e3, "beat_ms": m.beat_s * 1e3,
                          "notes_after_stop": m.notes_after_stop, "ticks_after_stop": m.ticks_after_stop,
                          "midi_stop_ms": m.midi_stop_s * 1e3 if math.isfinite(m.midi_stop_s) else None, "stuck_notes": m.sounding,
-                         "recorder_xruns": m.recorder_xruns, "tick_glitches": m.tick_glitches, "when_utc": time.strftime("%H:%M:%S", time.gmtime()), "load_1min": os.getloadavg()[0]})
+                         "recorder_xruns": m.recorder_xruns,
+                         "recorder_line_off_ms": m.recorder_line_off_s * 1e3, "settling": m.settling, "tick_glitches": m.tick_glitches, "when_utc": time.strftime("%H:%M:%S", time.gmtime()), "load_1min": os.getloadavg()[0]})
             r = rows[-1]
             print(f"{r['period']:6d} {r['bars']:4d} {r['bar_p50_ms']:7.3f} {r['bar_p99_ms']:7.3f} {r['bar_mean_ms']:8.3f} "
                   f"{r['ticks']:5d} {r['tick_p50_ms']:7.3f} {r['tick_p99_ms']:7.3f} {r['tick_max_ms']:8.3f} {r['notes']:5d} "
                   f"{r['note_p99_ms']:7.3f} {r['start_ms']:8.3f} {r['start_bar']:4d} {r['session_bpm']:7.1f} {r['follow_ms']:9.1f} {r['beat_ms']:7.1f} {r['notes_after_stop']:10d} "
-                  f"{r['ticks_after_stop']:11d} {'n/a' if r['midi_stop_ms'] is None else format(r['midi_stop_ms'], '7.1f'):>7s} {r['stuck_notes']:5d} {r['tick_glitches']:8d} {r['recorder_xruns']:6d}", flush=True)
+                  f"{r['ticks_after_stop']:11d} {'n/a' if r['midi_stop_ms'] is None else format(r['midi_stop_ms'], '7.1f'):>7s} {r['stuck_notes']:5d} {r['tick_glitches']:8d} {r['recorder_xruns']:6d} {r['recorder_line_off_ms']:8.3f} {r['settling']:8d}", flush=True)
 
     print(f"sidl-live --link --preset {preset} --send-clock --quantize --backend jack against a second Link peer "
           f"(LinkPython): it starts the session at 180 BPM, changes to 140 mid-bar 3.4 bars in, stops 3 bars "
           f"later; errors (ms) against the peer's own grid (+ = late), its map printed in perf_counter seconds; "
           f"bar/bpm: the session bar sidl started on and the session's tempo then (sidl brings 100); "
-          f"stop ms: sidl's MIDI Stop after the session's Stop")
+          f"stop ms: sidl's MIDI Stop after the session's Stop; the recording is stamped on the server's "
+          f"timeline (each frame through the recorder's earliest callbacks around it, linkpeer.timeline_times), "
+          f"line off: how far a frame clock like sidl's (the recorder's own) was off it at worst; settling: ticks "
+          f"and notes left out, sent within {linkpeer.SETTLE_S:.1f} s of the server restarting its timeline later by "
+          f"more than {linkpeer.MOVED_TOL_S * 1e3:.2f} ms (sidl's frame clock has not followed it yet)")
     print(f"{'period':>6s} {'bars':>4s} {'bar p50':>7s} {'bar p99':>7s} {'bar mean':>8s} {'ticks':>5s} {'tick p50':>7s} "
           f"{'tick p99':>7s} {'tick max':>8s} {'notes':>5s} {'note p99':>7s} {'start ms':>8s} {'bar':>4s} {'bpm':>7s} "
           f"{'follow ms':>9s} {'beat ms':>7s} "
-          f"{'after stop':>10s} {'ticks after':>11s} {'stop ms':>7s} {'stuck':>5s} {'glitches':>8s} {'xruns':>6s}")
+          f"{'after stop':>10s} {'ticks after':>11s} {'stop ms':>7s} {'stuck':>5s} {'glitches':>8s} {'xruns':>6s} {'line off':>8s} {'settling':>8s}")
     if periods:
         for p in periods:
             with peers.dummy_server(p):

@@ -11,7 +11,8 @@ frames, 5.3 ms at 256). Here every event keeps its frame:
   (the same ``FrameClock``, the other way); the process callback writes each at its offset within
   the cycle that contains that frame.
 
-The ``FrameClock`` is a straight line, frames <-> seconds, that moves only slowly. A MIDI clock whose
+The ``FrameClock`` is a straight line, frames <-> seconds, that moves only slowly, except to a
+dummy server's restarted timeline (see the class). A MIDI clock whose
 ticks sit exactly 1000 frames apart (``jack_midi_clock`` at 120 BPM, 48 kHz) is then stamped on an
 exact line too, the clock follower fits it without residue, and the notes it predicts go back to
 the frames the ticks implied. JACK's own frames -> time map (``jack_frames_to_time``, its DLL) is not
@@ -51,11 +52,13 @@ SLOT_BYTES = 256          # longest message kept (longer sysex in is dropped and
 LEAD_MARGIN_S = 0.004     # queued this long before its cycle begins: the send thread's wake-up slack
                           # (1.5 ms let 7% of ticks go late on a loaded CI box; a panic waits at most this)
 EARLY_WINDOW = 1024       # cycles over which the callback's earliest run is held (1.4 s at 64 frames)
-REFRESH_S = 0.5           # how often the frame clock's line is brought closer to the callbacks' times
+REFRESH_S = 0.1           # how often the frame clock's line is brought closer to the callbacks' times
 FIRST_S = 0.1             # the line starts from this long of callbacks (the first port waits for them)
-STEP_S = 20e-6            # it moves at most this much a refresh at the current frame...
-STEP_RATE = 1e-5          # ...and its slope at most this fraction: changes a tick fit absorbs
-HISTORY = 40              # refreshes (20 s) of callback-time points the line is fitted to
+STEP_S = 4e-6             # it moves at most this much a refresh at the current frame (40 us/s)...
+STEP_RATE = 2e-6          # ...and its slope at most this fraction: changes a tick fit absorbs
+HISTORY = 200             # refreshes (20 s) of callback-time points the line is fitted to
+JUMP_S = 0.00025          # every callback of a refresh this far after the line (or a tenth of them
+JUMP_REFRESHES = 2        # this far before it), this many refreshes in a row: the line jumps there
 EARLY_Q = 10              # a refresh's point: this percentile of how late after the line callbacks ran
 DRAIN_S = 1.0             # an output being closed waits this long at most for JACK to take its queue
 CLOSE_S = 2.0             # longest a JACK client's close is waited for (see _JackPort.close)
@@ -131,9 +134,16 @@ class FrameClock:
     never JACK's) reads that and moves the line by at most ``STEP_S`` and ``STEP_RATE`` a refresh, so
     conversions made a bar apart still agree to microseconds. It starts at the nominal sample rate
     through the earliest of the first callbacks: a driver's cycles wake on its own timeline at that
-    rate, late under load but never early, and a dummy driver that falls too far behind starts its
-    timeline again later (a jump the line follows at ``STEP_S`` a refresh; the lead covers the rest).
-    Jumping with it was tried: load bursts look the same from here, and Link runs got 6-8 ms off.
+    rate, late under load but never early. A dummy driver that falls too far behind starts its
+    timeline again later: when even the earliest callback of ``JUMP_REFRESHES`` refreshes in a row
+    ran more than ``JUMP_S`` after the line, the line jumps to the later of their earliest (a load
+    burst leaves on-time callbacks in a refresh; a restart does not). Sliding ``STEP_S`` a refresh
+    instead took minutes, every note on a wall-clock source (the internal clock, Link) that far off:
+    measured against the server's timeline (``linkpeer.timeline_times``), Link runs under load were
+    1-3.5 ms late. Callbacks a tenth of a refresh more than ``JUMP_S`` before the line prove the
+    line late (callbacks are never early): it jumps back at once. ``jumps`` counts both.
+    (A first try, on the tenth-percentile callback at 2 ms, was judged against a recorder on this
+    same line, which hid the restarts both lines missed and showed the ones only one followed.)
     """
 
     def __init__(self, rate: float):
@@ -144,6 +154,11 @@ class FrameClock:
         self._next = 0.0
         self._first: tuple[list[int], list[float]] = ([], [])   # cycles seen before the line starts
         self._points: list[tuple[int, float]] = []     # (frame, earliest callback seconds) per refresh
+        self._moved: list[float] = []     # the last refreshes' earliest lateness, each beyond JUMP_S
+        self.jumps = 0                    # times the line moved to the server's timeline at once
+        # Every (cycle start frame, callback s) that refresh reads, kept when a list: a recorder's
+        # reference made after the fact, independent of this line (linkpeer's).
+        self.cycles: list[tuple[int, float]] | None = None
 
     def ready(self) -> bool:
         return self.line is not None
@@ -191,6 +206,8 @@ class FrameClock:
                 src.tail = head
             if not frames:
                 return
+            if self.cycles is not None:
+                self.cycles += zip(frames, times)
             if self.line is None:         # the first cycles: the nominal rate, through the earliest
                 first_f, first_t = self._first
                 first_f += frames
@@ -209,6 +226,16 @@ class FrameClock:
             f0, t0, spf = self.line
             fn = int(f[-1])                                   # re-anchor at the newest cycle
             tn = t0 + (fn - f0) * spf
+            earliest, early = float(late.min()), float(late[k])
+            whole = (f[-1] - f[0]) * spf >= REFRESH_S / 2     # a refresh's worth of cycles, not a few
+            self._moved = self._moved + [earliest] if earliest > JUMP_S and whole else []
+            if len(self._moved) >= JUMP_REFRESHES or (early < -JUMP_S and whole):
+                shift = min(self._moved) if early >= -JUMP_S else early
+                self.line = (fn, tn + shift, spf)
+                i = int(np.argmin(late))
+                self._points, self._moved = [(int(f[i]), float(times[i]))], []
+                self.jumps += 1
+                return
             self._points = (self._points + [(int(f[k]), float(times[k]))])[-HISTORY:]
             if len(self._points) >= 3:
                 pf = np.array([p[0] for p in self._points], np.float64) - fn
@@ -405,16 +432,21 @@ class JackMidiInput(_JackPort):
         ring.head = head
 
     def poll(self) -> list[tuple[float, list[int]]]:
+        time_of = self.clock.time_of
+        return [(time_of(frame), data) for frame, data in self.poll_frames()]
+
+    def poll_frames(self) -> list[tuple[int, list[int]]]:
+        """As ``poll``, each event with its JACK frame (uint32, as the server counts) for a time."""
         self.clock.maybe_refresh(time.perf_counter())
         ring = self.ring
         tail, head = ring.tail, ring.head
         if tail == head:
             return []
-        time_of, unpack = self.clock.time_of, _ffi.unpack
+        unpack = _ffi.unpack
         got = []
         while tail != head:
             s = tail & _MASK
-            got.append((time_of(ring.frames[s]), list(unpack(ring.slot[s], ring.sizes[s]))))
+            got.append((int(ring.frames[s]), list(unpack(ring.slot[s], ring.sizes[s]))))
             tail += 1
         ring.tail = tail
         return got

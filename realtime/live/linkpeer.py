@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .clock import PPQN
+from .jackmidi import JUMP_REFRESHES, JUMP_S, REFRESH_S
 from .link import song_origin
 
 FOLLOW_TOL_S = 0.001       # a tick this close to the peer's grid is on it (the Link target: p99 <= 1 ms)
@@ -78,26 +79,99 @@ l.enabled = False
 """
 
 
-# The recorder is a process of its own, started afresh for each run: the frame clock (``jackmidi``)
-# is one per process, and a dummy server that slipped under load since an earlier run in the same
-# process leaves it off wall time until it creeps back (seen: 38 ms, the second of two runs).
+# The recorder is a process of its own, started afresh for each run. Its stamps are not its frame
+# clock's (``jackmidi.FrameClock``, the line sidl-live converts with too: a reference sharing it would
+# agree with sidl wherever both are off wall time, seen 10 ms after a dummy server restarted its
+# timeline) but, after the fact, when the server's timeline put each event's frame
+# (``timeline_times``, from every cycle the recorder's callback saw). It prints each event as
+# "T MOVED BYTES..." (MOVED: how far the timeline moved just before, ``timeline_moved``) and
+# "line_off S": how far its own frame clock was off that timeline at worst.
 RECORDER_SCRIPT = r"""
 import sys, threading
+import numpy as np
+from sidl.realtime.live.linkpeer import timeline_moved, timeline_times
 from sidl.realtime.live.ports import open_input
 port = open_input(None, sys.argv[1], "jack")
+port.clock.cycles = []
 got, done = [], threading.Event()
 def wait():
     sys.stdin.read()
     done.set()
 threading.Thread(target=wait, daemon=True).start()
 print("ready", port.name, flush=True)
+def poll():
+    return [(f, port.clock.time_of(f), d) for f, d in port.poll_frames()]
 while not done.wait(0.001):
-    got += port.poll()
-got += port.poll()
+    got += poll()
+got += poll()
+port.clock.refresh(float("inf"))
 print("xruns", port.xruns)
 port.close()
-print("\n".join(repr(float(t)) + " " + " ".join(map(str, d)) for t, d in got), flush=True)
+cycles = np.array(port.clock.cycles, np.float64).reshape(-1, 2)
+frames = np.array([f for f, _, _ in got], np.float64)
+times = timeline_times(cycles[:, 0], cycles[:, 1], frames, port.clock.nominal)
+moved = timeline_moved(cycles[:, 0], cycles[:, 1], frames, port.clock.nominal)
+off = np.abs(np.array([t for _, t, _ in got]) - times)
+print("line_off", repr(float(off.max()) if len(off) else 0.0))
+print("\n".join(f"{float(t)!r} {float(m)!r} " + " ".join(map(str, d)) for t, m, (_, _, d) in zip(times, moved, got)), flush=True)
 """
+
+TIMELINE_WINDOW_S = 0.5     # a late run of the callback shorter than this never moves the timeline
+# sidl's frame clock follows a restarted timeline within this (jackmidi: JUMP_REFRESHES refreshes,
+# and the one that sees it); an event sent sooner after a restart is off by the restart
+SETTLE_S = (JUMP_REFRESHES + 1) * REFRESH_S
+MOVED_TOL_S = JUMP_S        # a restart smaller than this the frame clock slides to instead
+
+
+def _unwrap(frames: np.ndarray, to: float) -> np.ndarray:
+    """uint32 JACK frames as float64 near ``to`` (they wrap every 24.8 h at 48 kHz)."""
+    d = (frames.astype(np.int64) - int(to)) % (1 << 32)
+    return to + np.where(d >= 1 << 31, d - (1 << 32), d)
+
+
+def timeline_times(cycle_frames: np.ndarray, cycle_times: np.ndarray, frames: np.ndarray,
+                   rate: float, window_s: float = TIMELINE_WINDOW_S) -> np.ndarray:
+    """When the server's timeline put each frame (perf_counter s), from (cycle start frame, when
+    the process callback ran) of every cycle a client saw: at the nominal rate, through the
+    earliest callbacks around it. A callback runs late (load, the GIL), never early, so the earliest
+    are on the timeline; a dummy driver that fell behind starts its timeline again later, so a frame
+    takes the later of the earliest before it and the earliest after it (each within ``window_s``):
+    after a restart the earlier cycles no longer speak for it, and a late run shorter than the window
+    has on-time cycles on both sides."""
+    if len(frames) == 0:
+        return np.zeros(0)
+    if len(cycle_frames) == 0:
+        raise ValueError("no JACK cycles were seen")
+    f = _unwrap(np.asarray(cycle_frames), float(cycle_frames[0]))
+    order = np.argsort(f, kind="stable")
+    f, base = f[order], np.asarray(cycle_times, np.float64)[order] - f[order] / rate
+    q = _unwrap(np.asarray(frames), float(f[0]))
+    w = window_s * rate
+    lo, mid, hi = (np.searchsorted(f, q - w), np.searchsorted(f, q, side="right"),
+                   np.searchsorted(f, q + w, side="right"))
+    out = np.empty(len(q))
+    for i, (a, m, b) in enumerate(zip(lo, mid, hi)):
+        before = base[a:m].min() if m > a else -np.inf
+        after = base[m:b].min() if b > m else -np.inf
+        out[i] = max(before, after)
+    if np.any(np.isinf(out)):
+        raise ValueError("a frame has no JACK cycle within the window")
+    return out + q / rate
+
+
+def timeline_moved(cycle_frames: np.ndarray, cycle_times: np.ndarray, frames: np.ndarray,
+                   rate: float, settle_s: float = SETTLE_S) -> np.ndarray:
+    """How far the server's timeline (``timeline_times``) moved in the ``settle_s`` before each
+    frame: a dummy driver restarting it that much later, which a frame clock following it
+    (``jackmidi.FrameClock``) has not caught up with yet."""
+    if len(frames) == 0:
+        return np.zeros(0)
+    first = _unwrap(np.asarray(cycle_frames[:1]), float(cycle_frames[0]))[0]
+    q = _unwrap(np.asarray(frames), first)
+    back = np.maximum(q - settle_s * rate, first)
+    now = timeline_times(cycle_frames, cycle_times, frames, rate) - q / rate
+    before = timeline_times(cycle_frames, cycle_times, back.astype(np.int64) & 0xFFFFFFFF, rate) - back / rate
+    return now - before
 
 
 class LinkPeerError(Exception):
@@ -186,16 +260,30 @@ class LinkTiming:
     tick_glitches: int = 0      # ticks doubled or missing as recorded
     midi_stop_s: float = math.inf   # sidl's MIDI Stop after the session's Stop (inf: none before sidl-live was quit)
     ticks_after_stop: int = 0   # clock ticks later than the session's Stop (+ one JACK period's slack)
-    recorder_xruns: int = 0     # xruns our recorder saw: a dummy server restarting its timeline moves
-                                # one process's frame clock off wall time until it creeps back (jackmidi)
+    recorder_xruns: int = 0     # xruns our recorder saw (a dummy server may restart its timeline at each)
+    recorder_line_off_s: float = 0.0   # how far a frame clock (sidl's kind) was off the server's timeline
+                                       # at worst, as the recorder's own: what a shared reference would hide
+    settling: int = 0           # ticks and note-ons left out of the errors: within SETTLE_S after the
+                                # server restarted its timeline by more than MOVED_TOL_S
 
 
 def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_bpm: float,
-            t_stop: float, t_quit: float = math.inf) -> LinkTiming:
+            t_stop: float, t_quit: float = math.inf, moved=None) -> LinkTiming:
     """``events``: (perf_counter s, bytes) that sidl-live sent, as recorded; ``origin_beat``: the
     peer's beat of the session's first bar line; ``t_quit``: when sidl-live was told to quit (it
-    sends Stop on the way out too)."""
+    sends Stop on the way out too); ``moved``: for each event, how far the server's timeline moved
+    in the SETTLE_S before it: an event after a restart of more than MOVED_TOL_S is left out of the
+    grid errors (``settling`` counts them; its lateness is the server's restart, not yet followed)."""
     from .peers import stuck_notes
+    if moved is not None:
+        settling = int(sum(m > MOVED_TOL_S for m, (_, d) in zip(moved, events) if d == [0xF8] or
+                           (len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0)))
+        on_time = {t for m, (t, _) in zip(moved, events) if m <= MOVED_TOL_S}
+    else:
+        settling, on_time = 0, None
+
+    def judged(times: np.ndarray) -> np.ndarray:
+        return times if on_time is None else times[np.array([t in on_time for t in times], bool)]
     starts = [t for t, d in events if d == [0xFA]]
     ticks = np.array([t for t, d in events if d == [0xF8]])
     if not starts or len(ticks) < PPQN * 2:
@@ -216,10 +304,12 @@ def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_b
     beat = peer_beat(maps, ticks)[0]
     bars = ticks[np.round(beat * PPQN).astype(np.int64) % int(QUANTUM * PPQN) == 0]
     tick_err = grid_error(maps, ticks, PPQN)
+    judged_ticks = np.isin(ticks, judged(ticks))
     after = ticks > t_change
     # The first tick after the change from which a whole beat of ticks sits on the peer's grid (a
-    # glitch of the transport seconds later is no slowness to follow: tick_error_s has it).
-    on = np.abs(tick_err) <= FOLLOW_TOL_S
+    # glitch of the transport seconds later is no slowness to follow: tick_error_s has it; a tick
+    # settling after a server restart is no evidence either way).
+    on = (np.abs(tick_err) <= FOLLOW_TOL_S) | ~judged_ticks
     runs = np.convolve(on.astype(int), np.ones(PPQN, int), "valid") == PPQN    # runs[i]: ticks i..i+23 on it
     first = next((i for i in np.nonzero(after)[0] if i < len(runs) and runs[i]), None)
     follow = float(ticks[first] - t_change) if first is not None else float("inf")
@@ -228,15 +318,15 @@ def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_b
     ons = np.array([t for t, d in events if len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0])
     glitches = int((steps == 0).sum() + (steps > 1).sum())
     stops = [t for t, d in events if d == [0xFC] and t_stop - 0.002 <= t < t_quit]
-    return LinkTiming(grid_error(maps, bars, 1 / QUANTUM), tick_err[steady],
-                      grid_error(maps, ons[ons < t_stop], 4.0) if len(ons) else np.zeros(0),
+    return LinkTiming(grid_error(maps, judged(bars), 1 / QUANTUM), tick_err[steady & judged_ticks],
+                      grid_error(maps, judged(ons[ons < t_stop]), 4.0) if len(ons) else np.zeros(0),
                       float(grid_error(maps, np.array(starts[:1]), 1 / QUANTUM)[0]),
                       int(np.round((peer_beat(maps, np.array(starts[:1]))[0][0] - origin_beat) / QUANTUM)),
                       float(peer_beat(maps, np.array(starts[:1]))[1][0]),
                       follow, 60.0 / new_bpm,
                       int((ons > t_stop + 0.002).sum()), stuck_notes(events), glitches,
                       midi_stop_s=stops[0] - t_stop if stops else math.inf,
-                      ticks_after_stop=int((ticks > t_stop + 0.002).sum()))
+                      ticks_after_stop=int((ticks > t_stop + 0.002).sum()), settling=settling)
 
 
 # -- running it ---------------------------------------------------------------------------------------
@@ -295,9 +385,12 @@ def run_link_session(preset: str = "drums-gmd", bpm: float = 180.0, new_bpm: flo
         time.sleep(0.1)                                   # its last messages cross JACK
         out, _ = rec.communicate("", timeout=10)
         lines = [line.split() for line in out.splitlines() if line.strip()]
-        xruns = next((int(w[1]) for w in lines if w[0] == "xruns"), -1)
-        got = [(float(w[0]), [int(x) for x in w[1:]]) for w in lines if w[0] != "xruns"]
-        return replace(measure(got, peer.maps(), origin, t_change, new_bpm, t_stop, t_quit), recorder_xruns=xruns), log()
+        said = {w[0]: w[1] for w in lines if w[0] in ("xruns", "line_off")}
+        got = [(float(w[0]), [int(x) for x in w[2:]]) for w in lines if w[0] not in said]
+        moved = [float(w[1]) for w in lines if w[0] not in said]
+        return replace(measure(got, peer.maps(), origin, t_change, new_bpm, t_stop, t_quit, moved),
+                       recorder_xruns=int(said.get("xruns", -1)),
+                       recorder_line_off_s=float(said.get("line_off", "nan"))), log()
     finally:
         for proc in (live, rec):
             if proc is not None and proc.poll() is None:
