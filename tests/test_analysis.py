@@ -160,7 +160,7 @@ def test_probe_json_keys_and_confusion_png(labelled_folder, tmp_path):
     for k in ("label", "pieces", "groups", "classes", "accuracy", "balanced_accuracy", "baselines"):
         assert k in out
     assert out["pieces"] == 24 and out["groups"] == 24 and out["classes"] == ["jazz", "rock"]
-    assert set(out["baselines"]) == {"chance", "majority", "statistics"}
+    assert set(out["baselines"]) == {"chance", "majority", "statistics", "codes_lda", "statistics_lda"}
     for b in out["baselines"].values():
         assert {"accuracy", "balanced_accuracy"} <= set(b)
     assert out["baselines"]["chance"]["accuracy"] == 0.5
@@ -190,3 +190,17 @@ def test_style_writes_map_codes_and_silhouettes(labelled_folder, tmp_path):
 def test_bad_input_is_one_line(args, says):
     r = _sidl(*args, timeout=120)
     assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_lda_reader_reads_a_rare_features_share_and_unknown_readers_are_refused():
+    """Two classes told apart only by a rare atom's small share, beside 39 common atoms' noise: the
+    LDA reader (square roots, shrinkage) tells held-out rows apart by it."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b"], 60)
+    X = rng.gamma(2.0, 1.0, (120, 40))
+    X[:, 0] = np.where(y == "a", 0.0004, 0.0025) * rng.uniform(0.8, 1.2, 120)
+    folds = [(np.r_[0:45, 60:105], np.r_[45:60, 105:120])]
+    pred = cv.cross_val_predict(X, y, folds, reader="lda")
+    assert (pred[folds[0][1]] == y[folds[0][1]]).mean() >= 0.9
+    with pytest.raises(ValueError, match="one of logistic, lda"):
+        cv.linear_classifier(reader="svm")

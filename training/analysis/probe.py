@@ -124,10 +124,15 @@ def run_probe(data: str, label: str, preset, labels_csv=None, quick: bool = Fals
     y, groups = np.array(lab.y), np.array(lab.groups)
     classes = sorted(set(lab.y))
     folds = cv.grouped_folds(y, groups, seed=seed)
+    notes = []
     predictions = {"codes": cv.cross_val_predict(enc.codes, y, folds, seed),
                    "majority": cv.majority_predict(y, folds),
                    "statistics": cv.cross_val_predict(enc.stats, y, folds, seed)}
-    notes = []
+    if label != "key":       # (key has its own reader, below) the other linear reader, on the same folds
+        predictions["codes_lda"] = cv.cross_val_predict(enc.codes, y, folds, seed, "lda")
+        predictions["statistics_lda"] = cv.cross_val_predict(enc.stats, y, folds, seed, "lda")
+        notes.append("*_lda: square-root features, shrinkage LDA (cv.linear_classifier); the first rows: "
+                     "standardised logistic regression")
     n_features = {"codes": int(enc.codes.shape[1]), "statistics": int(enc.stats.shape[1])}
     if label == "key" and not preset.codec.spec.drum_feel and all(parse_key(c) for c in classes):
         # Keys are one profile at twelve tonics: the codes' answer and the statistics' are each a
