@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jackhealth import TimelineMoved
-from sidl.realtime.live.clock import Timeline
+from sidl.realtime.live.clock import PPQN, Timeline
 from sidl.realtime.live.link import LinkClock, host_offset, same_map, song_origin
 from sidl.realtime.live.linkpeer import SETTLE_S, Peer, grid_error, run_link_session
 
@@ -41,6 +41,31 @@ def test_a_map_moves_only_when_a_note_a_bar_ahead_would_move():
     assert same_map(a, Timeline(101.0, 10.0, 0.5), 101.0, 4.0)          # the same line, anchored elsewhere
     assert not same_map(a, Timeline(101.0, 10.0, 0.5 * 120 / 121), 101.0, 4.0)   # 1 BPM faster
     assert not same_map(a, Timeline(100.0001, 8.0, 0.5), 100.0, 4.0)    # 0.1 ms later
+
+
+def test_events_just_after_a_server_restart_are_counted_settling_not_judged():
+    """A session at 120 BPM, sidl's ticks and 16th notes on its grid, but the notes within the
+    recorder's settle window 5 ms late (the server restarted its timeline and sidl's frame clock
+    has not followed yet): they are counted, left out of the errors, and the rest are judged."""
+    from sidl.realtime.live.linkpeer import MOVED_TOL_S, measure
+    maps = np.array([[100.0, 0.0, 120.0], [110.0, 20.0, 120.0]])
+    tick, t0 = 0.5 / PPQN, 100.0
+    events, moved = [(t0, [0xFA])], [0.0]
+    for i in range(24 * 16):                              # 16 beats of ticks, a 16th note on every 6th
+        t = t0 + i * tick
+        restart = 104.0 <= t < 104.3
+        events.append((t, [0xF8]))
+        moved.append(0.005 if restart else 0.0)
+        if i % 6 == 0:
+            events += [(t + 0.005 * restart, [0x99, 36, 100]), (t + 0.05, [0x89, 36, 0])]
+            moved += [0.005 if restart else 0.0] * 2
+    m = measure(events, maps, 0.0, t_change=107.9, new_bpm=120.0, t_stop=108.0, moved=moved)
+    late = sum(104.0 <= t0 + i * tick < 104.3 for i in range(0, 24 * 16, 6))
+    assert m.settling_notes == late and m.settling == late + sum(104.0 <= t0 + i * tick < 104.3 for i in range(24 * 16))
+    assert len(m.note_error_s) == 64 - late and np.max(np.abs(m.note_error_s)) < 1e-9
+    assert MOVED_TOL_S < 0.005
+    unmarked = measure(events, maps, 0.0, t_change=107.9, new_bpm=120.0, t_stop=108.0)
+    assert unmarked.settling == 0 and np.max(np.abs(unmarked.note_error_s)) == pytest.approx(0.005)
 
 
 def test_the_link_clock_follows_a_real_peers_start_tempo_and_stop():
@@ -124,21 +149,22 @@ def test_sidl_live_link_plays_on_the_peers_bars_follows_its_tempo_and_stops(jack
     and sends MIDI Stop (a DAW following sidl's clock stops with the session). Ticks and notes
     within SETTLE_S of the dummy server restarting its timeline are left out (``settling``)."""
     m, log = run_link_session("drums-gmd")
-    if len(m.note_error_s) < 40:
-        raise TimelineMoved(f"the JACK server restarted its timeline under {m.settling} of sidl's ticks and "
-                            f"notes (its frame clock follows within {SETTLE_S:.1f} s): {len(m.note_error_s)} "
-                            f"notes left to judge, of 88")
     assert "Link session: 1 other peer" in log, log
     assert m.session_bpm == pytest.approx(180.0, abs=0.01)        # sidl (--bpm 100) adopted the band's tempo
-    assert m.start_bar == 0 and abs(m.start_error_s) < GRID_TOL_S, (m.start_bar, m.start_error_s, log)
-    assert len(m.bar_error_s) >= 5 and np.all(np.abs(m.bar_error_s) < GRID_TOL_S), m.bar_error_s
-    assert np.percentile(np.abs(m.tick_error_s), 99) < GRID_TOL_S
-    assert len(m.note_error_s) >= 40 and np.percentile(np.abs(m.note_error_s), 99) < GRID_TOL_S
-    assert m.follow_s < m.beat_s, (m.follow_s, m.beat_s)
+    assert m.start_bar == 0, (m.start_bar, log)
     assert m.notes_after_stop == 0 and m.sounding == 0
     # (measured 15-40 ms, 1-3 ticks: the JACK output never queues before what it holds already;
     # before, the ticks ran on to the end of the bar and Stop came only when sidl-live quit)
     assert m.midi_stop_s < 0.1 and m.ticks_after_stop <= 6, (m.midi_stop_s, m.ticks_after_stop)
+    if len(m.note_error_s) < 40 <= len(m.note_error_s) + m.settling_notes:
+        raise TimelineMoved(f"the JACK server restarted its timeline under {m.settling_notes} of sidl's notes "
+                            f"(its frame clock follows within {SETTLE_S:.1f} s): {len(m.note_error_s)} left to "
+                            f"judge, {len(m.note_error_s) + m.settling_notes} played")
+    assert abs(m.start_error_s) < GRID_TOL_S, (m.start_error_s, log)
+    assert len(m.bar_error_s) >= 3 and np.all(np.abs(m.bar_error_s) < GRID_TOL_S), m.bar_error_s
+    assert np.percentile(np.abs(m.tick_error_s), 99) < GRID_TOL_S
+    assert len(m.note_error_s) >= 40 and np.percentile(np.abs(m.note_error_s), 99) < GRID_TOL_S
+    assert m.follow_s < m.beat_s, (m.follow_s, m.beat_s)
 
 
 @pytest.mark.parametrize("code, says", [

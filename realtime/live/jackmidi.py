@@ -132,16 +132,20 @@ class FrameClock:
 
     Our ports' callbacks record when they ran (``_Runs``); ``refresh`` (from the ports' own threads,
     never JACK's) reads that and moves the line by at most ``STEP_S`` and ``STEP_RATE`` a refresh, so
-    conversions made a bar apart still agree to microseconds. It starts at the nominal sample rate
-    through the earliest of the first callbacks: a driver's cycles wake on its own timeline at that
-    rate, late under load but never early. A dummy driver that falls too far behind starts its
+    conversions made a bar apart still agree to microseconds (except across a jump, below). It
+    starts at the nominal sample rate through the earliest of the first callbacks: a driver's cycles
+    wake on its own timeline at that rate, late under load but never early. A dummy driver that falls too far behind starts its
     timeline again later: when even the earliest callback of ``JUMP_REFRESHES`` refreshes in a row
-    ran more than ``JUMP_S`` after the line, the line jumps to the later of their earliest (a load
-    burst leaves on-time callbacks in a refresh; a restart does not). Sliding ``STEP_S`` a refresh
+    ran more than ``JUMP_S`` after the line, the line jumps by the smaller of those two lateness
+    figures (a load burst leaves on-time callbacks in a refresh; a restart does not; a restart still
+    under way is followed again two refreshes later). Sliding ``STEP_S`` a refresh
     instead took minutes, every note on a wall-clock source (the internal clock, Link) that far off:
-    measured against the server's timeline (``linkpeer.timeline_times``), Link runs under load were
-    1-3.5 ms late. Callbacks a tenth of a refresh more than ``JUMP_S`` before the line prove the
-    line late (callbacks are never early): it jumps back at once. ``jumps`` counts both.
+    measured against the server's timeline (``linkpeer.timeline_times``), Link runs under load
+    ended milliseconds late. Callbacks a tenth of a refresh more than ``JUMP_S`` before the line prove the
+    line late (callbacks are never early): it jumps back at once. ``jumps`` counts both. A jump is
+    a step in every conversion: clock ticks stamped across it move by it (the follower sees a
+    phase step), and messages due within it after a forward jump go out on one frame, in order
+    (the output never queues before what it holds).
     (A first try, on the tenth-percentile callback at 2 ms, was judged against a recorder on this
     same line, which hid the restarts both lines missed and showed the ones only one followed.)
     """

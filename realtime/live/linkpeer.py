@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .clock import PPQN
-from .jackmidi import JUMP_REFRESHES, JUMP_S, REFRESH_S
+from .jackmidi import JUMP_REFRESHES, JUMP_S, LEAD_MARGIN_S, REFRESH_S
 from .link import song_origin
 
 FOLLOW_TOL_S = 0.001       # a tick this close to the peer's grid is on it (the Link target: p99 <= 1 ms)
@@ -117,9 +117,10 @@ print("\n".join(f"{float(t)!r} {float(m)!r} " + " ".join(map(str, d)) for t, m, 
 """
 
 TIMELINE_WINDOW_S = 0.5     # a late run of the callback shorter than this never moves the timeline
-# sidl's frame clock follows a restarted timeline within this (jackmidi: JUMP_REFRESHES refreshes,
-# and the one that sees it); an event sent sooner after a restart is off by the restart
-SETTLE_S = (JUMP_REFRESHES + 1) * REFRESH_S
+# sidl's frame clock follows a restarted timeline within this: JUMP_REFRESHES refreshes, the one
+# that sees it, one more for refreshes that come only with a send or a poll, and the lead messages
+# are queued with; an event sent sooner after a restart is off by the restart
+SETTLE_S = (JUMP_REFRESHES + 2) * REFRESH_S + LEAD_MARGIN_S
 MOVED_TOL_S = JUMP_S        # a restart smaller than this the frame clock slides to instead
 
 
@@ -249,7 +250,7 @@ def grid_error(maps: np.ndarray, t: np.ndarray, per_beat: float) -> np.ndarray:
 class LinkTiming:
     bar_error_s: np.ndarray     # each bar line sidl's clock marks, against the peer's nearest bar line
     tick_error_s: np.ndarray    # each clock tick against the peer's 24-a-beat grid (the beat after the change excluded)
-    note_error_s: np.ndarray    # each note-on (--quantize) against the peer's 16ths
+    note_error_s: np.ndarray    # each note-on (--quantize) against the peer's 16ths (the beat after the change excluded)
     start_error_s: float        # sidl's MIDI Start against the peer's nearest bar line
     start_bar: int              # ...which is this bar of the session (0: its first)
     session_bpm: float          # the session's tempo when it started (the peer's, if sidl adopted it)
@@ -265,6 +266,7 @@ class LinkTiming:
                                        # at worst, as the recorder's own: what a shared reference would hide
     settling: int = 0           # ticks and note-ons left out of the errors: within SETTLE_S after the
                                 # server restarted its timeline by more than MOVED_TOL_S
+    settling_notes: int = 0     # ...of them note-ons before the session's Stop (note_error_s has the rest)
 
 
 def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_bpm: float,
@@ -275,12 +277,16 @@ def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_b
     in the SETTLE_S before it: an event after a restart of more than MOVED_TOL_S is left out of the
     grid errors (``settling`` counts them; its lateness is the server's restart, not yet followed)."""
     from .peers import stuck_notes
-    if moved is not None:
-        settling = int(sum(m > MOVED_TOL_S for m, (_, d) in zip(moved, events) if d == [0xF8] or
-                           (len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0)))
-        on_time = {t for m, (t, _) in zip(moved, events) if m <= MOVED_TOL_S}
+    def is_on(d):
+        return len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0
+    if moved is not None:        # (an event's time stands for it: events at one time share a frame)
+        unsettled = [m <= MOVED_TOL_S for m in moved]           # (NaN: settling too)
+        settling = sum(not u for u, (_, d) in zip(unsettled, events) if d == [0xF8] or is_on(d))
+        settling_notes = sum(not u for u, (t, d) in zip(unsettled, events) if is_on(d) and t < t_stop)
+        on_time = {t for u, (t, _) in zip(unsettled, events) if u}
     else:
-        settling, on_time = 0, None
+        settling = settling_notes = 0
+        on_time = None
 
     def judged(times: np.ndarray) -> np.ndarray:
         return times if on_time is None else times[np.array([t in on_time for t in times], bool)]
@@ -308,25 +314,27 @@ def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_b
     after = ticks > t_change
     # The first tick after the change from which a whole beat of ticks sits on the peer's grid (a
     # glitch of the transport seconds later is no slowness to follow: tick_error_s has it; a tick
-    # settling after a server restart is no evidence either way).
+    # settling after a server restart is no evidence either way, but the run starts on a judged one).
     on = (np.abs(tick_err) <= FOLLOW_TOL_S) | ~judged_ticks
     runs = np.convolve(on.astype(int), np.ones(PPQN, int), "valid") == PPQN    # runs[i]: ticks i..i+23 on it
-    first = next((i for i in np.nonzero(after)[0] if i < len(runs) and runs[i]), None)
+    first = next((i for i in np.nonzero(after & judged_ticks)[0] if i < len(runs) and runs[i]), None)
     follow = float(ticks[first] - t_change) if first is not None else float("inf")
     settle = t_change + 60.0 / new_bpm              # ticks within a beat of the change: counted in follow_s
     steady = ~((ticks > t_change) & (ticks < settle))
-    ons = np.array([t for t, d in events if len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0])
+    ons = np.array([t for t, d in events if is_on(d)])
     glitches = int((steps == 0).sum() + (steps > 1).sum())
     stops = [t for t, d in events if d == [0xFC] and t_stop - 0.002 <= t < t_quit]
     return LinkTiming(grid_error(maps, judged(bars), 1 / QUANTUM), tick_err[steady & judged_ticks],
-                      grid_error(maps, judged(ons[ons < t_stop]), 4.0) if len(ons) else np.zeros(0),
+                      grid_error(maps, judged(ons[(ons < t_stop) & ~((ons > t_change) & (ons < settle))]), 4.0)
+                      if len(ons) else np.zeros(0),
                       float(grid_error(maps, np.array(starts[:1]), 1 / QUANTUM)[0]),
                       int(np.round((peer_beat(maps, np.array(starts[:1]))[0][0] - origin_beat) / QUANTUM)),
                       float(peer_beat(maps, np.array(starts[:1]))[1][0]),
                       follow, 60.0 / new_bpm,
                       int((ons > t_stop + 0.002).sum()), stuck_notes(events), glitches,
                       midi_stop_s=stops[0] - t_stop if stops else math.inf,
-                      ticks_after_stop=int((ticks > t_stop + 0.002).sum()), settling=settling)
+                      ticks_after_stop=int((ticks > t_stop + 0.002).sum()), settling=settling,
+                      settling_notes=settling_notes)
 
 
 # -- running it ---------------------------------------------------------------------------------------
