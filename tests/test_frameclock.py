@@ -125,3 +125,14 @@ def test_events_just_after_a_restart_are_marked_settling():
     moved = timeline_moved(frames & 0xFFFFFFFF, called, frames[idx] & 0xFFFFFFFF, RATE)
     assert moved[1] == pytest.approx(0.006, abs=60e-6)          # sidl's frame clock: not there yet
     assert np.all(np.abs(moved[[0, 2, 3]]) < 60e-6)             # before it, after it, a stall: steady
+
+
+def test_a_false_jump_under_long_late_callbacks_is_undone_when_they_run_on_time_again():
+    # every callback 1 ms late for 0.35 s, the refreshes running all along (a starved thread of
+    # ours, not the server): the line follows it, then jumps back as soon as on-time callbacks
+    # run before it, and ends on the timeline
+    frames, true, called = server(6.0)
+    late = (true - true[0] >= 3.0) & (true - true[0] < 3.35)
+    clock, errors = drive(frames, true, called + np.where(late, 0.001, 0.0))
+    assert clock.jumps == 2
+    assert worst(errors, 3.35 + 2 * REFRESH_S) < 100e-6
