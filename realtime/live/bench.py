@@ -292,7 +292,8 @@ def onset_error(model, bpm: float = 240.0, n_bars: int = 8,
         inp.close()
         out.close()
     step_s = 60 / bpm / model.codec.steps_per_beat
-    t = np.array([t for t, d in rec.drain() if d[0] & 0xF0 == 0x90 and d[2] > 0])
+    from .peers import is_note_on
+    t = np.array([t for t, d in rec.drain() if is_note_on(d)])
     rec.close()
     t = t[t < start + n_bars * 4 * 60 / bpm - step_s]  # sync: the last bar may be cut by the clock's end
     k = np.round((t - start) / step_s)

@@ -436,11 +436,13 @@ class JackMidiInput(_JackPort):
         ring.head = head
 
     def poll(self) -> list[tuple[float, list[int]]]:
-        time_of = self.clock.time_of
-        return [(time_of(frame), data) for frame, data in self.poll_frames()]
+        return self._drain(self.clock.time_of)
 
     def poll_frames(self) -> list[tuple[int, list[int]]]:
         """As ``poll``, each event with its JACK frame (uint32, as the server counts) for a time."""
+        return self._drain(int)
+
+    def _drain(self, stamp) -> list:
         self.clock.maybe_refresh(time.perf_counter())
         ring = self.ring
         tail, head = ring.tail, ring.head
@@ -450,7 +452,7 @@ class JackMidiInput(_JackPort):
         got = []
         while tail != head:
             s = tail & _MASK
-            got.append((int(ring.frames[s]), list(unpack(ring.slot[s], ring.sizes[s]))))
+            got.append((stamp(ring.frames[s]), list(unpack(ring.slot[s], ring.sizes[s]))))
             tail += 1
         ring.tail = tail
         return got
@@ -516,7 +518,6 @@ class JackMidiOutput(_JackPort):
             raise PortError(f"cannot send a MIDI message of {size} bytes through JACK (at most {SLOT_BYTES})")
         now = time.perf_counter()
         clock = self.clock
-        clock.maybe_refresh(now)
         ring = self.ring
         with self._send_lock:
             frame = clock.frame_of(now if t is None else t)
@@ -531,6 +532,10 @@ class JackMidiOutput(_JackPort):
             ring.sizes[s] = size
             self._last = frame
             ring.head = head + 1
+        # The line is brought closer after the message is queued, not before: a refresh (numpy over
+        # the cycles since the last) then never delays the message it would have converted, which
+        # goes out on a line at most a refresh older.
+        clock.maybe_refresh(now)
 
     def _process(self, nframes: int) -> None:
         # JACK's real-time thread: write the events due in this cycle at their offsets, nothing else.

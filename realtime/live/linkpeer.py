@@ -276,20 +276,16 @@ def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_b
     sends Stop on the way out too); ``moved``: for each event, how far the server's timeline moved
     in the SETTLE_S before it: an event after a restart of more than MOVED_TOL_S is left out of the
     grid errors (``settling`` counts them; its lateness is the server's restart, not yet followed)."""
-    from .peers import stuck_notes
-    def is_on(d):
-        return len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0
-    if moved is not None:        # (an event's time stands for it: events at one time share a frame)
-        unsettled = [m <= MOVED_TOL_S for m in moved]           # (NaN: settling too)
-        settling = sum(not u for u, (_, d) in zip(unsettled, events) if d == [0xF8] or is_on(d))
-        settling_notes = sum(not u for u, (t, d) in zip(unsettled, events) if is_on(d) and t < t_stop)
-        on_time = {t for u, (t, _) in zip(unsettled, events) if u}
-    else:
-        settling = settling_notes = 0
-        on_time = None
+    from .peers import is_note_on as is_on, stuck_notes
+    # (an event's time stands for it below: events at one time share a frame, so a moved figure)
+    unsettled = [True] * len(events) if moved is None else [m <= MOVED_TOL_S for m in moved]  # (NaN: settling)
+    settling = sum(not u for u, (_, d) in zip(unsettled, events) if d == [0xF8] or is_on(d))
+    settling_notes = sum(not u for u, (t, d) in zip(unsettled, events) if is_on(d) and t < t_stop)
+    on_time = {t for u, (t, _) in zip(unsettled, events) if u}
 
     def judged(times: np.ndarray) -> np.ndarray:
-        return times if on_time is None else times[np.array([t in on_time for t in times], bool)]
+        """Of ``times``, those of events not settling after a server restart (a mask)."""
+        return np.array([t in on_time for t in times], bool)
     starts = [t for t, d in events if d == [0xFA]]
     ticks = np.array([t for t, d in events if d == [0xF8]])
     if not starts or len(ticks) < PPQN * 2:
@@ -310,7 +306,7 @@ def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_b
     beat = peer_beat(maps, ticks)[0]
     bars = ticks[np.round(beat * PPQN).astype(np.int64) % int(QUANTUM * PPQN) == 0]
     tick_err = grid_error(maps, ticks, PPQN)
-    judged_ticks = np.isin(ticks, judged(ticks))
+    judged_ticks = judged(ticks)
     after = ticks > t_change
     # The first tick after the change from which a whole beat of ticks sits on the peer's grid (a
     # glitch of the transport seconds later is no slowness to follow: tick_error_s has it; a tick
@@ -324,9 +320,9 @@ def measure(events, maps: np.ndarray, origin_beat: float, t_change: float, new_b
     ons = np.array([t for t, d in events if is_on(d)])
     glitches = int((steps == 0).sum() + (steps > 1).sum())
     stops = [t for t, d in events if d == [0xFC] and t_stop - 0.002 <= t < t_quit]
-    return LinkTiming(grid_error(maps, judged(bars), 1 / QUANTUM), tick_err[steady & judged_ticks],
-                      grid_error(maps, judged(ons[(ons < t_stop) & ~((ons > t_change) & (ons < settle))]), 4.0)
-                      if len(ons) else np.zeros(0),
+    notes = ons[(ons < t_stop) & ~((ons > t_change) & (ons < settle))] if len(ons) else ons
+    return LinkTiming(grid_error(maps, bars[judged(bars)], 1 / QUANTUM), tick_err[steady & judged_ticks],
+                      grid_error(maps, notes[judged(notes)], 4.0) if len(notes) else np.zeros(0),
                       float(grid_error(maps, np.array(starts[:1]), 1 / QUANTUM)[0]),
                       int(np.round((peer_beat(maps, np.array(starts[:1]))[0][0] - origin_beat) / QUANTUM)),
                       float(peer_beat(maps, np.array(starts[:1]))[1][0]),

@@ -82,13 +82,17 @@ class PeerTiming:
     recorder_slips: int = 0   # cycles jack_midi_dump missed (its frame count fell a period behind), undone
 
 
+def is_note_on(d: list[int]) -> bool:
+    """A recorded message that starts a note (a note-on of velocity 0 is a note-off)."""
+    return len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0
+
+
 def measure(events: list[tuple[int, list[int]]], rate: int, period: int) -> PeerTiming:
     """Onset errors of the note-ons in ``events`` against the MIDI clock ticks recorded with them."""
     starts = [f for f, d in events if d[0] in (0xFA, 0xFB)]
     t0 = starts[0] if starts else -1
     ticks = np.array([f for f, d in events if d == [0xF8] and f >= t0], np.int64)
-    notes = np.array([f for f, d in events if d[0] & 0xF0 == 0x90 and len(d) == 3 and d[2] > 0 and f >= t0],
-                     np.int64)
+    notes = np.array([f for f, d in events if is_note_on(d) and f >= t0], np.int64)
     if len(ticks) < 8:
         raise PeerError(f"only {len(ticks)} clock ticks recorded")
     # Each tick's number, counted as a follower counts them, except that a gap of two ticks or more
@@ -153,7 +157,7 @@ def stuck_notes(events: list[tuple[int, list[int]]]) -> int:
     for _, d in events:
         if len(d) == 3 and d[0] & 0xE0 == 0x80:             # note-on or note-off
             key = (d[0] & 0x0F, d[1])
-            on = d[0] & 0xF0 == 0x90 and d[2] > 0
+            on = is_note_on(d)
             sounding[key] = sounding.get(key, 0) + 1 if on else max(0, sounding.get(key, 0) - 1)
     return sum(sounding.values())
 

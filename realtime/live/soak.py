@@ -53,7 +53,7 @@ from ..controls import ALL_NOTES_OFF_CC, CC_TABLE, TEMPO_CC
 from ..codec.midifile import SUSTAIN_CC
 from .clock import PPQN
 from .jackmidi import leave_to_exit, midi_port_names
-from .peers import PeerError, _stop, _wait_port, need, read_dump, stuck_notes
+from .peers import PeerError, _stop, _wait_port, is_note_on, need, read_dump, stuck_notes
 from .ports import open_output
 from .scheduler import Batch, Scheduler
 
@@ -255,7 +255,7 @@ def _witness(ctl, rec: _Recorder, name: str) -> _Recorder | None:
 
 
 def _note_ons(events: list[tuple[int, list[int]]]) -> int:
-    return sum(len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0 for _, d in events)
+    return sum(is_note_on(d) for _, d in events)
 
 
 def unsilenced(events: list[tuple[int, list[int]]]) -> bool:
@@ -264,7 +264,7 @@ def unsilenced(events: list[tuple[int, list[int]]]) -> bool:
     for _, d in events:
         if len(d) == 3 and d[0] & 0xF0 == 0xB0 and d[1] == ALL_NOTES_OFF_CC:
             silenced.add(d[0] & 0x0F)
-        elif len(d) == 3 and d[0] & 0xF0 == 0x90 and d[2] > 0 and d[0] & 0x0F not in silenced:
+        elif is_note_on(d) and d[0] & 0x0F not in silenced:
             return True
     return False
 
